@@ -1,0 +1,469 @@
+//! Types shared by pthwatch's kernel programs (`monitor-ebpf`) and its daemon (`monitor`).
+//!
+//! Every type here crosses the kernel/userspace boundary as raw bytes, so each is
+//! `#[repr(C)]`, `Copy`, has no `bool` and no implicit padding, and carries a size assertion.
+//! Event kinds and flag values are part of the wire format: never renumber them.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Capacity of the resolved-path buffer in an event. A power of two so the kernel side can
+/// bound offsets with a mask.
+pub const PATH_BUF_LEN: usize = 4096;
+/// Longest single path component the kernel copies (NAME_MAX + NUL).
+pub const NAME_LEN: usize = 256;
+/// Room for a path: components are written at `off & (PATH_BUF_LEN - 1)` with up to
+/// `NAME_LEN` bytes each, so the buffer needs that much slack past `PATH_BUF_LEN`.
+pub const PATH_STORE_LEN: usize = PATH_BUF_LEN + NAME_LEN;
+/// Most path components walked from a dentry up to the root.
+pub const PATH_MAX_DEPTH: u32 = 40;
+/// Bytes of `argv` copied at exec (NUL-separated, as in `/proc/<pid>/cmdline`).
+pub const ARGV_LEN: usize = 1024;
+/// Bytes of `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// Map names, shared so loader and programs cannot drift apart.
+pub mod maps {
+    pub const EVENTS: &str = "EVENTS";
+    pub const PROCS: &str = "PROCS";
+    pub const THREADS: &str = "THREADS";
+    pub const LINEAGES: &str = "LINEAGES";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const HOOKS: &str = "HOOKS";
+    pub const CREDS: &str = "CREDS";
+    pub const CRED_NAMES: &str = "CRED_NAMES";
+    pub const INTERPRETERS: &str = "INTERPRETERS";
+    pub const CONFIG: &str = "CONFIG";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const SCRATCH: &str = "SCRATCH";
+}
+
+/// Name of the read-only global holding the kernel structure offsets.
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+
+/// Kind of a ring-buffer record; the first field of every event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    Open = 4,
+    Net = 5,
+    IoUring = 6,
+    /// The interpreter reached `Py_RunMain`: start-up (and `site`) is over.
+    StartupDone = 7,
+}
+
+impl EventKind {
+    #[must_use]
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Exec,
+            2 => Self::Fork,
+            3 => Self::Exit,
+            4 => Self::Open,
+            5 => Self::Net,
+            6 => Self::IoUring,
+            7 => Self::StartupDone,
+            _ => return None,
+        })
+    }
+}
+
+/// Process-state flags (`ProcState::flags`, also copied into `EventHeader::flags`).
+pub mod proc_flags {
+    /// The process is (or was exec'd as) a Python interpreter.
+    pub const PYTHON: u32 = 1 << 0;
+    /// Interpreter start-up: from exec until `Py_RunMain`.
+    pub const STARTUP: u32 = 1 << 1;
+    /// Every thread of the process acts on behalf of a startup hook (`lineage`).
+    pub const ATTRIBUTED: u32 = 1 << 2;
+    /// Some threads of the process (listed in THREADS) act on behalf of a hook.
+    pub const HAS_HOOK_THREADS: u32 = 1 << 3;
+    /// Freshly exec'd, not (yet) known to be Python: its first opens are checked for the
+    /// signs of an interpreter (listing a site dir, opening a `.pth`).
+    pub const CANDIDATE: u32 = 1 << 4;
+    /// Descends from a Python interpreter (kept across exec).
+    pub const LINEAGE: u32 = 1 << 5;
+    /// Recognised by name at exec.
+    pub const BY_NAME: u32 = 1 << 8;
+    /// Recognised because its executable is a known interpreter inode.
+    pub const BY_INODE: u32 = 1 << 9;
+    /// Recognised by behaviour (opened a site dir or a `.pth`) after exec.
+    pub const BY_BEHAVIOUR: u32 = 1 << 10;
+    /// The event was emitted only because tracing of everything is on.
+    pub const TRACED: u32 = 1 << 16;
+}
+
+/// Flags of an attribution lineage (`LineageState::flags`).
+pub mod lineage_flags {
+    /// A member read a catalogued credential.
+    pub const CRED_READ: u32 = 1 << 0;
+    /// A member used io_uring (its opens are invisible to syscall tracepoints): treated
+    /// as a possible credential read.
+    pub const IOURING: u32 = 1 << 1;
+    /// A member attempted the network.
+    pub const NET: u32 = 1 << 2;
+    /// The kernel denied a network attempt of a member.
+    pub const BLOCKED: u32 = 1 << 3;
+    /// The lineage is being killed: every member gets SIGKILL at its next hooked call.
+    pub const KILL: u32 = 1 << 4;
+    /// Any of the flags that make the next network attempt a violation.
+    pub const TAINTED: u32 = CRED_READ | IOURING;
+}
+
+/// Flags of an open event (`OpenEvent::match_flags`).
+pub mod open_match {
+    /// The file is a catalogued credential (by device and inode).
+    pub const CRED_INODE: u32 = 1 << 0;
+    /// The file's name matches a credential name pattern.
+    pub const CRED_NAME: u32 = 1 << 1;
+    /// The file is a startup hook (`.pth`, `sitecustomize`, `usercustomize`, `.start`).
+    pub const HOOK: u32 = 1 << 2;
+    /// The file is a site-packages / dist-packages directory.
+    pub const SITE_DIR: u32 = 1 << 3;
+    /// The hook was found in the inventory map (otherwise unknown to userspace).
+    pub const HOOK_KNOWN: u32 = 1 << 4;
+    /// The path walk hit its depth or size limit; the path is a suffix.
+    pub const PATH_TRUNCATED: u32 = 1 << 5;
+}
+
+/// Which call produced an open event.
+pub mod open_source {
+    pub const OPEN: u32 = 1;
+    pub const OPENAT: u32 = 2;
+    pub const OPENAT2: u32 = 3;
+    pub const CREAT: u32 = 4;
+}
+
+/// Which probe produced a network event.
+pub mod net_source {
+    pub const TP_CONNECT: u32 = 1;
+    pub const TP_SENDTO: u32 = 2;
+    pub const TP_SENDMSG: u32 = 3;
+    pub const CG_CONNECT4: u32 = 4;
+    pub const CG_CONNECT6: u32 = 5;
+    pub const CG_SENDMSG4: u32 = 6;
+    pub const CG_SENDMSG6: u32 = 7;
+    /// A packet of a socket owned by a tainted lineage reached cgroup egress.
+    pub const CG_EGRESS: u32 = 8;
+    pub const TP_SENDMMSG: u32 = 9;
+}
+
+/// What the kernel did with a network attempt.
+pub mod verdict {
+    pub const ALLOWED: u32 = 0;
+    pub const DENIED: u32 = 1;
+    pub const KILLED: u32 = 2;
+}
+
+/// Enforcement mode (`KernelConfig::mode`).
+pub mod mode {
+    pub const ALERT: u32 = 0;
+    pub const BLOCK: u32 = 1;
+    pub const KILL: u32 = 2;
+}
+
+/// Classification of a startup hook (`HookInfo::class`).
+pub mod hook_class {
+    /// Known-benign form (setuptools, virtualenv, editable finders, coverage, ...).
+    pub const BENIGN: u32 = 1;
+    /// No executable line (only path entries).
+    pub const INERT: u32 = 2;
+    /// Executable, not recognised.
+    pub const UNKNOWN: u32 = 3;
+    /// Executable with risky constructs (decode-and-exec, subprocess, sockets, ...).
+    pub const RISKY: u32 = 4;
+}
+
+/// io_uring event kinds (`IoUringEvent::kind`).
+pub mod iouring_kind {
+    pub const CREATE: u32 = 1;
+    pub const SUBMIT: u32 = 2;
+}
+
+/// Counter slots in the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Ring-buffer reservations that failed (events lost).
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// Inserts into PROCS that failed (table full).
+    pub const PROCS_FULL: u32 = 1;
+    /// Network attempts denied.
+    pub const NET_DENIED: u32 = 2;
+    /// SIGKILLs sent.
+    pub const KILLS: u32 = 3;
+    /// Packets dropped at cgroup egress.
+    pub const EGRESS_DROPS: u32 = 4;
+    /// Exec events seen for processes that became tracked.
+    pub const TRACKED_EXECS: u32 = 5;
+    /// Kernel reads that failed (a struct walk returned an error).
+    pub const READ_ERRORS: u32 = 6;
+    pub const COUNT: u32 = 8;
+}
+
+/// Header at the start of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// `proc_flags` of the process when the event was emitted.
+    pub flags: u32,
+    /// `bpf_ktime_get_boot_ns`.
+    pub ts_ns: u64,
+    /// Thread id.
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Start time of the thread group leader (ns since boot): with `tgid`, the process key.
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+    /// Attribution lineage the acting thread belongs to (0 = none).
+    pub lineage: u64,
+}
+const _: () = assert!(size_of::<EventHeader>() == 56);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    pub argv_len: u32,
+    pub path_len: u32,
+    pub path_flags: u32,
+    pub comm: [u8; COMM_LEN],
+    pub argv: [u8; ARGV_LEN],
+    /// Path components leaf first, each NUL-terminated (decoded by the daemon).
+    pub path: [u8; PATH_STORE_LEN],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 56 + 24 + 16 + ARGV_LEN + PATH_STORE_LEN);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_pid: u32,
+    pub child_tgid: u32,
+    pub child_start_ns: u64,
+}
+const _: () = assert!(size_of::<ForkEvent>() == 72);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ExitEvent>() == 64);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct OpenEvent {
+    pub header: EventHeader,
+    pub ino: u64,
+    pub dev: u32,
+    /// `f_flags` of the opened file (O_ACCMODE, O_CREAT, O_TRUNC, ...).
+    pub flags: u32,
+    pub fd: i32,
+    pub source: u32,
+    pub match_flags: u32,
+    /// `hook_class` when `match_flags` has HOOK_KNOWN.
+    pub hook_class: u32,
+    /// File mode bits (S_IFMT and permissions).
+    pub mode: u32,
+    pub path_len: u32,
+    /// Path components leaf first, each NUL-terminated (decoded by the daemon).
+    pub path: [u8; PATH_STORE_LEN],
+}
+const _: () = assert!(size_of::<OpenEvent>() == 56 + 8 + 32 + PATH_STORE_LEN);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    /// AF_INET / AF_INET6 / AF_UNIX ...
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    pub protocol: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+    pub cookie: u64,
+    pub source: u32,
+    pub verdict: u32,
+}
+const _: () = assert!(size_of::<NetEvent>() == 56 + 40);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IoUringEvent {
+    pub header: EventHeader,
+    pub kind: u32,
+    pub opcode: u32,
+    pub fd: i32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<IoUringEvent>() == 72);
+
+/// PROCS value: one entry per tracked thread group (key: tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcState {
+    pub flags: u32,
+    /// Thread currently executing a startup hook's code (0 = none).
+    pub hook_tid: u32,
+    /// Attribution lineage of the whole process (ATTRIBUTED) or of `hook_tid`.
+    pub lineage: u64,
+    pub start_ns: u64,
+    /// Opens left before a CANDIDATE is dropped.
+    pub budget: u32,
+    pub ppid: u32,
+}
+const _: () = assert!(size_of::<ProcState>() == 32);
+
+/// LINEAGES value: one per startup-hook execution whose effects are being followed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LineageState {
+    pub flags: u32,
+    pub hook_class: u32,
+    pub hook_ino: u64,
+    pub hook_dev: u32,
+    /// The interpreter process that ran the hook.
+    pub root_tgid: u32,
+}
+const _: () = assert!(size_of::<LineageState>() == 24);
+
+/// Key of a file by identity: kernel-encoded device (`MKDEV(major, minor)` = major << 20 |
+/// minor) and inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FileKey>() == 16);
+
+impl FileKey {
+    #[must_use]
+    pub const fn new(dev: u32, ino: u64) -> Self {
+        Self { ino, dev, _pad: 0 }
+    }
+}
+
+/// Encodes a device number the way the kernel stores it in `super_block::s_dev`.
+#[must_use]
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+/// HOOKS value: the inventory's verdict on a hook file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HookInfo {
+    pub class: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<HookInfo>() == 8);
+
+/// CRED_NAMES key: FNV-1a hashes of a file's name and of its parent directory's name
+/// (`parent == 0` matches any parent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub name: u32,
+    pub parent: u32,
+}
+const _: () = assert!(size_of::<NameKey>() == 8);
+
+/// FNV-1a over a byte string, stopping at the first NUL. The kernel computes the same
+/// hash over dentry names, bounded by `NAME_LEN`.
+#[must_use]
+pub const fn name_hash(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < bytes.len() && i < NAME_LEN {
+        if bytes[i] == 0 {
+            break;
+        }
+        h ^= bytes[i] as u32;
+        h = h.wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    h
+}
+
+/// CONFIG value (array map, index 0): settings userspace can change at run time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelConfig {
+    /// `mode::*` for a tainted lineage's network attempt.
+    pub mode: u32,
+    /// Emit every open of every tracked process (for `pthwatch trace`).
+    pub trace_all: u32,
+    /// The daemon's own tgid: never tracked.
+    pub self_tgid: u32,
+    /// Opens a CANDIDATE may make before it is dropped.
+    pub probation_opens: u32,
+}
+const _: () = assert!(size_of::<KernelConfig>() == 16);
+
+/// Byte offsets of the kernel structure members the programs read, taken from the
+/// running kernel's BTF at load time (Rust eBPF has no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_boottime: u32,
+    pub task_mm: u32,
+    pub task_files: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub file_f_flags: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub qstr_name: u32,
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_mode: u32,
+    pub sb_s_dev: u32,
+    pub bprm_file: u32,
+    pub user_msghdr_msg_name: u32,
+    pub user_msghdr_msg_namelen: u32,
+    /// Non-zero once filled in: the programs do nothing until userspace has set offsets.
+    pub valid: u32,
+}
+const _: () = assert!(size_of::<Offsets>() == 32 * 4);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{
+        FileKey, HookInfo, KernelConfig, LineageState, NameKey, Offsets, ProcState,
+    };
+    // SAFETY: all are #[repr(C)], Copy, and free of padding and invalid bit patterns.
+    unsafe impl aya::Pod for ProcState {}
+    unsafe impl aya::Pod for LineageState {}
+    unsafe impl aya::Pod for FileKey {}
+    unsafe impl aya::Pod for HookInfo {}
+    unsafe impl aya::Pod for NameKey {}
+    unsafe impl aya::Pod for KernelConfig {}
+    unsafe impl aya::Pod for Offsets {}
+}

@@ -1,0 +1,1 @@
+//! Minimal BTF reader: struct member offsets from the running kernel.

@@ -1,0 +1,1 @@
+//! The credential catalogue and persistence locations.

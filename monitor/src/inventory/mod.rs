@@ -1,0 +1,1 @@
+//! Startup-hook inventory: interpreters, site dirs, hooks and their classification.
