@@ -234,11 +234,17 @@ pub struct ExecEvent {
     pub path_len: u32,
     pub path_flags: u32,
     pub comm: [u8; COMM_LEN],
-    pub argv: [u8; ARGV_LEN],
     /// Path components leaf first, each NUL-terminated (decoded by the daemon).
     pub path: [u8; PATH_STORE_LEN],
+    pub argv: [u8; ARGV_LEN],
 }
 const _: () = assert!(size_of::<ExecEvent>() == 56 + 24 + 16 + ARGV_LEN + PATH_STORE_LEN);
+const _: () = assert!(core::mem::offset_of!(ExecEvent, path) == PATH_OFFSET);
+const _: () = assert!(core::mem::offset_of!(OpenEvent, path) == PATH_OFFSET);
+
+/// Where the path buffer sits in the events that carry one: the same place in each, so
+/// the kernel's path walk writes to one fixed offset of its scratch area.
+pub const PATH_OFFSET: usize = 96;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -380,13 +386,16 @@ pub struct NameKey {
 }
 const _: () = assert!(size_of::<NameKey>() == 8);
 
-/// FNV-1a over a byte string, stopping at the first NUL. The kernel computes the same
-/// hash over dentry names, bounded by `NAME_LEN`.
+/// Bytes of a name that `name_hash` covers (the kernel loop is bounded by it).
+pub const NAME_HASH_MAX: usize = 64;
+
+/// FNV-1a over a byte string, stopping at the first NUL or after `NAME_HASH_MAX` bytes.
+/// The kernel computes the same hash over dentry names.
 #[must_use]
 pub const fn name_hash(bytes: &[u8]) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     let mut i = 0;
-    while i < bytes.len() && i < NAME_LEN {
+    while i < bytes.len() && i < NAME_HASH_MAX {
         if bytes[i] == 0 {
             break;
         }

@@ -1,9 +1,34 @@
 //! pthwatch: watches Python interpreter start-up and stops startup hooks (`.pth`,
 //! `sitecustomize`, `usercustomize`, `.start`) that read credentials and reach the network.
 
+mod alert;
 mod btf;
 mod check;
+mod cli;
 mod credentials;
+mod daemon;
+// mod detect;
+mod events;
+// mod hookbook;
 mod inventory;
+mod notify;
+mod proctable;
+// mod run;
+mod sensors;
+mod trace;
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    cli::init_logging(&cli);
+    match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pthwatch: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Network attempts by tracked processes: the syscall tracepoints report them (and kill in
+//! kill mode, before the call proceeds); the `cgroup_sock_addr` programs at the cgroup v2
+//! root decide (deny returns EPERM to the caller, io_uring included); the `cgroup_skb`
+//! egress program drops packets of sockets a tainted lineage already holds.
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{bpf_probe_read_user, generated::bpf_get_socket_cookie},
+    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
+    programs::{SkBuffContext, SockAddrContext, TracePointContext},
+};
+use monitor_common::{
+    EventKind, NetEvent, ProcState, counter, lineage_flags, mode, net_source, verdict,
+};
+
+use crate::{
+    emit::{header, send},
+    kernel::offsets,
+    maps::{LINEAGES, SOCKETS, config, count},
+    state::{acting_lineage, current_ids, kill_current, lineage_flags_of, mark_lineage, proc_mut},
+};
+
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// A destination read from a user `sockaddr`.
+#[derive(Default)]
+struct Dest {
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+}
+
+#[inline(always)]
+fn read_sockaddr(ptr: u64, len: u64) -> Option<Dest> {
+    if ptr == 0 || len < 2 {
+        return None;
+    }
+    let p = ptr as *const u8;
+    // SAFETY: user memory read through the helper; faults return an error.
+    let family: u16 = unsafe { bpf_probe_read_user(p.cast::<u16>()) }.ok()?;
+    let mut d = Dest { family, ..Dest::default() };
+    match family {
+        AF_INET if len >= 8 => {
+            let port: u16 = unsafe { bpf_probe_read_user(p.add(2).cast::<u16>()) }.ok()?;
+            let a: [u8; 4] = unsafe { bpf_probe_read_user(p.add(4).cast::<[u8; 4]>()) }.ok()?;
+            d.port = u16::from_be(port);
+            d.addr[..4].copy_from_slice(&a);
+        }
+        AF_INET6 if len >= 24 => {
+            let port: u16 = unsafe { bpf_probe_read_user(p.add(2).cast::<u16>()) }.ok()?;
+            d.addr = unsafe { bpf_probe_read_user(p.add(8).cast::<[u8; 16]>()) }.ok()?;
+            d.port = u16::from_be(port);
+        }
+        AF_UNIX => {}
+        _ => {}
+    }
+    Some(d)
+}
+
+/// Common path of the syscall tracepoints: report, and in kill mode kill a tainted
+/// lineage before the call goes on.
+#[inline(always)]
+fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &*p };
+    let lineage = acting_lineage(st, pid);
+    let cfg = config();
+    if lineage == 0 && cfg.trace_all == 0 {
+        return;
+    }
+    let flags = lineage_flags_of(lineage);
+    let mut v = verdict::ALLOWED;
+    if lineage != 0 {
+        mark_lineage(lineage, lineage_flags::NET);
+        if flags & lineage_flags::KILL != 0
+            || (flags & lineage_flags::TAINTED != 0 && cfg.mode == mode::KILL)
+        {
+            mark_lineage(lineage, lineage_flags::KILL);
+            kill_current();
+            v = verdict::KILLED;
+        }
+    }
+    let d = dest.unwrap_or_default();
+    emit(st, lineage, source, d.family, d.port, d.addr, fd, 0, v);
+}
+
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "flat event fields")]
+fn emit(
+    st: &ProcState,
+    lineage: u64,
+    source: u32,
+    family: u16,
+    port: u16,
+    addr: [u8; 16],
+    cookie: u64,
+    protocol: u32,
+    v: u32,
+) {
+    let ev = NetEvent {
+        header: header(EventKind::Net, st, lineage),
+        family,
+        port,
+        protocol,
+        addr,
+        cookie,
+        source,
+        verdict: v,
+    };
+    send(&ev);
+}
+
+/// `syscalls:sys_enter_connect(int fd, struct sockaddr *uservaddr, int addrlen)`.
+#[tracepoint]
+pub fn net_enter_connect(ctx: TracePointContext) -> u32 {
+    // SAFETY: sys_enter_* arguments are 8-byte slots from offset 16.
+    let (fd, addr, len) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
+    };
+    on_syscall(net_source::TP_CONNECT, read_sockaddr(addr, len), fd);
+    0
+}
+
+/// `syscalls:sys_enter_sendto(fd, buff, len, flags, struct sockaddr *addr, addr_len)`.
+#[tracepoint]
+pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
+    let (fd, addr, len) = unsafe {
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(48).unwrap_or(0),
+            ctx.read_at::<u64>(56).unwrap_or(0),
+        )
+    };
+    on_syscall(net_source::TP_SENDTO, read_sockaddr(addr, len), fd);
+    0
+}
+
+/// `syscalls:sys_enter_sendmsg(int fd, struct user_msghdr *msg, unsigned flags)`.
+#[tracepoint]
+pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let (fd, msg) = unsafe {
+        (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0))
+    };
+    on_syscall(net_source::TP_SENDMSG, msghdr_dest(msg), fd);
+    0
+}
+
+/// `syscalls:sys_enter_sendmmsg(int fd, struct mmsghdr *mmsg, unsigned vlen, flags)`:
+/// the first message's destination.
+#[tracepoint]
+pub fn net_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    let (fd, msg) = unsafe {
+        (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0))
+    };
+    on_syscall(net_source::TP_SENDMMSG, msghdr_dest(msg), fd);
+    0
+}
+
+#[inline(always)]
+fn msghdr_dest(msg: u64) -> Option<Dest> {
+    if msg == 0 {
+        return None;
+    }
+    let o = offsets();
+    let p = msg as *const u8;
+    // SAFETY: user memory read through the helper.
+    let name: u64 =
+        unsafe { bpf_probe_read_user(p.add(o.user_msghdr_msg_name as usize).cast::<u64>()) }.ok()?;
+    let namelen: u32 = unsafe {
+        bpf_probe_read_user(p.add(o.user_msghdr_msg_namelen as usize).cast::<u32>())
+    }
+    .ok()?;
+    read_sockaddr(name, u64::from(namelen))
+}
+
+/// Decision for a `cgroup_sock_addr` hook: 1 allows, 0 denies (the caller gets EPERM).
+#[inline(always)]
+fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return 1 };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &*p };
+    let lineage = acting_lineage(st, pid);
+    if lineage == 0 {
+        return 1;
+    }
+    // SAFETY: the context is the kernel's bpf_sock_addr for this call.
+    let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let _ = SOCKETS.insert(&cookie, &lineage, 0);
+    mark_lineage(lineage, lineage_flags::NET);
+    let flags = lineage_flags_of(lineage);
+    let cfg = config();
+    let mut v = verdict::ALLOWED;
+    if flags & (lineage_flags::TAINTED | lineage_flags::KILL) != 0 && cfg.mode >= mode::BLOCK {
+        v = verdict::DENIED;
+        let mut add = lineage_flags::BLOCKED;
+        if cfg.mode == mode::KILL {
+            add |= lineage_flags::KILL;
+        }
+        mark_lineage(lineage, add);
+        count(counter::NET_DENIED);
+    }
+    let mut addr = [0u8; 16];
+    if v6 {
+        let words = sa.user_ip6;
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&words[i].to_ne_bytes());
+            i += 1;
+        }
+    } else {
+        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    let port = u16::from_be(sa.user_port as u16);
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    emit(st, lineage, source, family, port, addr, cookie, sa.protocol, v);
+    if v == verdict::ALLOWED { 1 } else { 0 }
+}
+
+/// `cgroup/connect4` at the cgroup v2 root.
+#[cgroup_sock_addr(connect4)]
+pub fn net_cg_connect4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_source::CG_CONNECT4, false)
+}
+
+/// `cgroup/connect6` at the cgroup v2 root.
+#[cgroup_sock_addr(connect6)]
+pub fn net_cg_connect6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_source::CG_CONNECT6, true)
+}
+
+/// `cgroup/sendmsg4`: UDP sends with an explicit destination (no connect).
+#[cgroup_sock_addr(sendmsg4)]
+pub fn net_cg_sendmsg4(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_source::CG_SENDMSG4, false)
+}
+
+/// `cgroup/sendmsg6`.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn net_cg_sendmsg6(ctx: SockAddrContext) -> i32 {
+    decide(&ctx, net_source::CG_SENDMSG6, true)
+}
+
+/// `cgroup_skb/egress`: a socket that an attributed lineage connected (before it read
+/// credentials) must not carry the data out once the lineage is tainted. Every packet
+/// costs one socket-cookie lookup.
+#[cgroup_skb(egress)]
+pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
+    // SAFETY: the context is the kernel's __sk_buff for this packet.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    if cookie == 0 {
+        return 1;
+    }
+    // SAFETY: the value is copied out immediately.
+    let Some(&lineage) = (unsafe { SOCKETS.get(&cookie) }) else { return 1 };
+    let Some(l) = LINEAGES.get_ptr_mut(&lineage) else { return 1 };
+    // SAFETY: map value pointer from a successful lookup.
+    let flags = unsafe { (*l).flags };
+    if flags & (lineage_flags::TAINTED | lineage_flags::KILL) == 0 || config().mode < mode::BLOCK {
+        return 1;
+    }
+    count(counter::EGRESS_DROPS);
+    if flags & lineage_flags::BLOCKED == 0 {
+        // Report the first drop of the lineage; later drops are only counted.
+        unsafe { (*l).flags |= lineage_flags::BLOCKED };
+        let st = ProcState { flags: 0, hook_tid: 0, lineage, start_ns: 0, budget: 0, ppid: 0 };
+        let mut ev = NetEvent {
+            header: header(EventKind::Net, &st, lineage),
+            cookie,
+            source: net_source::CG_EGRESS,
+            verdict: verdict::DENIED,
+            ..NetEvent::default()
+        };
+        // Egress may run outside the owning task's context: the pid is not meaningful.
+        ev.header.pid = 0;
+        ev.header.tgid = unsafe { (*l).root_tgid };
+        send(&ev);
+    }
+    0
+}

@@ -1,0 +1,319 @@
+//! File opens by tracked processes, resolved from the returned descriptor (inode, device,
+//! full path), so relative paths, `openat(dirfd)`, symlinks, hardlinks and
+//! `/proc/self/root` all resolve to the file really opened.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task,
+        generated::{bpf_get_smp_processor_id, bpf_loop},
+    },
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use monitor_common::{
+    EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
+    PATH_OFFSET, ProcState, hook_class, lineage_flags, name_hash, open_match, open_source,
+    proc_flags,
+};
+
+use crate::{
+    emit::{header, scratch, send_scratch},
+    kernel::{Kptr, file_facts, file_of_fd, file_path, offsets, opaque},
+    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, NAME_SCAN, SCRATCH, config},
+    state::{acting_lineage, current_ids, enforce_kill, mark_lineage, new_lineage_id, proc_mut},
+};
+
+const S_IFMT: u32 = 0o170_000;
+const S_IFREG: u32 = 0o100_000;
+const S_IFDIR: u32 = 0o040_000;
+
+/// `syscalls:sys_exit_openat`.
+#[tracepoint]
+pub fn open_exit_openat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, open_source::OPENAT)
+}
+
+/// `syscalls:sys_exit_open`.
+#[tracepoint]
+pub fn open_exit_open(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, open_source::OPEN)
+}
+
+/// `syscalls:sys_exit_openat2`.
+#[tracepoint]
+pub fn open_exit_openat2(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, open_source::OPENAT2)
+}
+
+/// `syscalls:sys_exit_creat`.
+#[tracepoint]
+pub fn open_exit_creat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, open_source::CREAT)
+}
+
+#[inline(always)]
+fn on_open_exit(ctx: &TracePointContext, source: u32) -> u32 {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return 0 };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &mut *p };
+    let _ = try_open(ctx, st, (u64::from(tgid) << 32) | u64::from(pid), source);
+    0
+}
+
+/// `ids` is `tgid << 32 | pid` (BPF functions take at most five arguments).
+fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) -> Result<(), i64> {
+    let (pid, tgid) = (ids as u32, (ids >> 32) as u32);
+    let lineage = acting_lineage(st, pid);
+    if enforce_kill(lineage) {
+        return Ok(());
+    }
+    let cfg = config();
+    let inspect = st.flags & (proc_flags::STARTUP | proc_flags::CANDIDATE) != 0;
+    let traced = cfg.trace_all != 0 && st.flags & proc_flags::CANDIDATE == 0;
+    if lineage == 0 && !inspect && !traced {
+        return Ok(());
+    }
+    // SAFETY: sys_exit_* tracepoints carry `long ret` at offset 16.
+    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
+    if ret < 0 {
+        return Ok(());
+    }
+    if offsets().valid == 0 {
+        return Ok(());
+    }
+    let task = unsafe { bpf_get_current_task() } as Kptr;
+    let file = file_of_fd(task, ret as u32)?;
+    let facts = file_facts(file)?;
+    let Some(buf) = scratch() else { return Ok(()) };
+    let ev = buf.cast::<OpenEvent>();
+    // Start-up and probation only need the leaf and its parent; the full walk is for
+    // what gets reported.
+    let depth = if lineage != 0 || traced { u32::MAX } else { 2 };
+    let path = file_path(file, depth);
+    let kind = facts.mode & S_IFMT;
+    let mut matched = 0u32;
+    let mut class = 0u32;
+
+    if inspect {
+        let leaf = scan_name(0, path.leaf_len);
+        let parent = scan_name(path.leaf_len, path.parent_len);
+        if kind == S_IFDIR && leaf.is_site_dir() {
+            matched |= open_match::SITE_DIR;
+        } else if kind == S_IFREG && leaf.is_hook_name(&parent) {
+            matched |= open_match::HOOK;
+        }
+    }
+
+    if st.flags & proc_flags::CANDIDATE != 0 {
+        if matched & (open_match::SITE_DIR | open_match::HOOK) != 0 {
+            // Behaves like an interpreter whatever its name: track it from here on.
+            st.flags = (st.flags & !proc_flags::CANDIDATE)
+                | proc_flags::PYTHON
+                | proc_flags::STARTUP
+                | proc_flags::BY_BEHAVIOUR;
+            st.budget = 0;
+        } else {
+            st.budget = st.budget.saturating_sub(1);
+            if st.budget == 0 {
+                st.flags &= !proc_flags::CANDIDATE;
+                if st.flags & proc_flags::LINEAGE == 0 {
+                    let _ = crate::maps::PROCS.remove(&tgid);
+                }
+            }
+            if lineage == 0 && !traced {
+                return Ok(());
+            }
+        }
+    }
+
+    let mut acting = lineage;
+    if matched & open_match::HOOK != 0 && st.flags & proc_flags::STARTUP != 0 {
+        let key = FileKey::new(facts.dev, facts.ino);
+        // SAFETY: the value is copied out immediately.
+        class = match unsafe { HOOKS.get(&key) } {
+            Some(h) => {
+                matched |= open_match::HOOK_KNOWN;
+                h.class
+            }
+            // Not in the inventory (new, or in a place it did not know): treat as unknown
+            // until userspace has read it.
+            None => hook_class::UNKNOWN,
+        };
+        acting = enter_hook(st, pid, tgid, class, key);
+    }
+
+    if acting != 0 && kind == S_IFREG {
+        let key = FileKey::new(facts.dev, facts.ino);
+        if CREDS.get_ptr(&key).is_some() {
+            matched |= open_match::CRED_INODE;
+        } else {
+            let leaf = scan_name(0, path.leaf_len).hash;
+            let parent = scan_name(path.leaf_len, path.parent_len).hash;
+            if CRED_NAMES.get_ptr(&NameKey { name: leaf, parent }).is_some()
+                || CRED_NAMES.get_ptr(&NameKey { name: leaf, parent: 0 }).is_some()
+            {
+                matched |= open_match::CRED_NAME;
+            }
+        }
+        if matched & (open_match::CRED_INODE | open_match::CRED_NAME) != 0 {
+            mark_lineage(acting, lineage_flags::CRED_READ);
+        }
+    }
+
+    if acting == 0 && !traced && matched & (open_match::HOOK | open_match::SITE_DIR) == 0 {
+        return Ok(());
+    }
+    if path.truncated && depth == u32::MAX {
+        matched |= open_match::PATH_TRUNCATED;
+    }
+    // SAFETY: `ev` is the per-CPU scratch area, large enough for an OpenEvent.
+    unsafe {
+        (*ev).header = header(EventKind::Open, st, acting);
+        (*ev).ino = facts.ino;
+        (*ev).dev = facts.dev;
+        (*ev).flags = facts.flags;
+        (*ev).fd = ret as i32;
+        (*ev).source = source;
+        (*ev).match_flags = matched;
+        (*ev).hook_class = class;
+        (*ev).mode = facts.mode;
+        (*ev).path_len = path.len;
+    }
+    let fixed = core::mem::offset_of!(OpenEvent, path);
+    send_scratch(buf, fixed + path.len as usize);
+    Ok(())
+}
+
+/// The interpreter thread `pid` opened a startup hook during start-up: from now until the
+/// next hook or the end of start-up, what it does is on the hook's behalf — unless the
+/// hook is benign or inert. Returns the lineage the thread now acts for.
+#[inline(always)]
+fn enter_hook(st: &mut ProcState, pid: u32, tgid: u32, class: u32, key: FileKey) -> u64 {
+    if st.flags & proc_flags::ATTRIBUTED != 0 {
+        // Already wholly acting for an earlier hook (a child the hook spawned running
+        // start-up again): keep that attribution.
+        return st.lineage;
+    }
+    if class == hook_class::BENIGN || class == hook_class::INERT {
+        st.hook_tid = 0;
+        return 0;
+    }
+    // SAFETY: plain helper calls.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let id = new_lineage_id(now, cpu);
+    let state = LineageState {
+        flags: 0,
+        hook_class: class,
+        hook_ino: key.ino,
+        hook_dev: key.dev,
+        root_tgid: tgid,
+    };
+    if LINEAGES.insert(&id, &state, 0).is_err() {
+        return 0;
+    }
+    st.lineage = id;
+    st.hook_tid = pid;
+    id
+}
+
+/// What the kernel learns about one path component by scanning it once (in a `bpf_loop`
+/// callback, so the verifier checks one step): its name hash (as
+/// `monitor_common::name_hash`), the hash of its first 14 bytes, and its last 8 bytes.
+#[repr(C)]
+pub struct NameScan {
+    start: u64,
+    len: u64,
+    hash: u32,
+    prefix_hash: u32,
+    tail: u64,
+}
+
+const FNV_OFFSET: u32 = 0x811c_9dc5;
+const FNV_PRIME: u32 = 0x0100_0193;
+const PREFIX_LEN: u64 = 14;
+
+extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else { return 1 };
+    // SAFETY: per-CPU map value, set up by `scan_name` on this CPU.
+    let sc = unsafe { &mut *sp };
+    if index >= sc.len {
+        return 1;
+    }
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let pos = opaque((sc.start + index) as usize) & (PATH_BUF_LEN - 1);
+    // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
+    let b = unsafe { *buf.cast::<u8>().add(PATH_OFFSET + pos) };
+    if index < NAME_HASH_MAX as u64 {
+        sc.hash = (sc.hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    if index < PREFIX_LEN {
+        sc.prefix_hash = (sc.prefix_hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
+    }
+    sc.tail = (sc.tail << 8) | u64::from(b);
+    0
+}
+
+/// Scans the component at `off` (length with its NUL) of the path just written.
+#[inline(always)]
+fn scan_name(off: u32, len_with_nul: u32) -> NameScan {
+    let sc = NameScan {
+        start: u64::from(off),
+        len: u64::from(len_with_nul.saturating_sub(1)),
+        hash: FNV_OFFSET,
+        prefix_hash: FNV_OFFSET,
+        tail: 0,
+    };
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else { return sc };
+    // SAFETY: per-CPU map value; the callback is the only other user, on this CPU.
+    unsafe {
+        *sp = sc;
+        bpf_loop(NAME_LEN as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
+        core::ptr::read(sp)
+    }
+}
+
+/// The last `n` bytes of a name as the scan's shift register holds them.
+const fn tail_of(s: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < s.len() {
+        v = (v << 8) | s[i] as u64;
+        i += 1;
+    }
+    v
+}
+
+const fn mask_of(n: usize) -> u64 {
+    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+}
+
+const SITE_PACKAGES: u32 = name_hash(b"site-packages");
+const DIST_PACKAGES: u32 = name_hash(b"dist-packages");
+const SITECUSTOMIZE: u32 = name_hash(b"sitecustomize.");
+const USERCUSTOMIZE: u32 = name_hash(b"usercustomize.");
+
+impl NameScan {
+    #[inline(always)]
+    fn ends_with(&self, suffix: &'static [u8]) -> bool {
+        self.len > suffix.len() as u64 && self.tail & mask_of(suffix.len()) == tail_of(suffix)
+    }
+
+    #[inline(always)]
+    fn is_site_dir(&self) -> bool {
+        self.len == 13 && (self.hash == SITE_PACKAGES || self.hash == DIST_PACKAGES)
+    }
+
+    /// `.pth` and `.start` files in a site dir; `sitecustomize` / `usercustomize` modules
+    /// (source or cached bytecode) anywhere on the path.
+    #[inline(always)]
+    fn is_hook_name(&self, parent: &NameScan) -> bool {
+        if self.ends_with(b".pth") || self.ends_with(b".start") {
+            return parent.is_site_dir();
+        }
+        self.len > PREFIX_LEN
+            && (self.prefix_hash == SITECUSTOMIZE || self.prefix_hash == USERCUSTOMIZE)
+    }
+}

@@ -1,0 +1,236 @@
+//! Process lifecycle from the scheduler tracepoints: who becomes tracked, lineage
+//! inheritance at fork, cleanup at exit.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_user_buf},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use monitor_common::{
+    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter,
+    proc_flags,
+};
+
+use crate::{
+    emit::{header, scratch, send, send_scratch},
+    kernel::{Kptr, file_facts, file_path, offsets, read, read_ptr, task_start_ns},
+    maps::{INTERPRETERS, PROCS, THREADS, config, count},
+    state::{acting_lineage, current_ids, enforce_kill, proc_mut},
+};
+
+/// Flags that survive an exec: lineage membership and hook attribution.
+const KEPT_ACROSS_EXEC: u32 =
+    proc_flags::LINEAGE | proc_flags::ATTRIBUTED | proc_flags::HAS_HOOK_THREADS;
+
+/// `python`, `python3`, `python3.11`, `python3.11d`, ...: the names interpreters run under
+/// (pyenv's `python3` shim is a script with that name, which then execs the real one).
+#[inline(always)]
+fn is_python_comm(comm: &[u8; 16]) -> bool {
+    comm[0] == b'p'
+        && comm[1] == b'y'
+        && comm[2] == b't'
+        && comm[3] == b'h'
+        && comm[4] == b'o'
+        && comm[5] == b'n'
+        && (comm[6] == 0 || comm[6] == b'3' || comm[6] == b'2')
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`,
+/// in the context of the new program.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_process_exec(&ctx);
+    0
+}
+
+fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let (pid, tgid) = current_ids();
+    let cfg = config();
+    if tgid == cfg.self_tgid {
+        return Ok(());
+    }
+    let comm = bpf_get_current_comm().map_err(|e| e as i64)?;
+    let bprm: Kptr = ctx.arg(2);
+    let exe = read_ptr(bprm, o.bprm_file)?;
+    let facts = file_facts(exe)?;
+    let mut python = 0;
+    if is_python_comm(&comm) {
+        python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_NAME;
+    } else if INTERPRETERS.get_ptr(&FileKey::new(facts.dev, facts.ino)).is_some() {
+        python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_INODE;
+    }
+
+    let st = match proc_mut(tgid) {
+        Some(p) => {
+            // SAFETY: map value pointer from a successful lookup.
+            let st = unsafe { &mut *p };
+            let was_candidate_only =
+                st.flags & proc_flags::CANDIDATE != 0 && st.flags & proc_flags::LINEAGE == 0;
+            if was_candidate_only && python == 0 {
+                // A probation process exec'ing something else starts a new probation.
+                st.budget = cfg.probation_opens;
+                return Ok(());
+            }
+            // The exec'ing thread may have been running hook code: the new program is
+            // then wholly on the hook's behalf.
+            let lineage = acting_lineage(st, pid);
+            let mut flags = (st.flags & KEPT_ACROSS_EXEC) | python;
+            if lineage != 0 {
+                flags |= proc_flags::ATTRIBUTED;
+                st.lineage = lineage;
+            }
+            if was_candidate_only {
+                flags &= !proc_flags::LINEAGE;
+            }
+            // A lineage member exec'ing something not named like Python may still be a
+            // renamed interpreter: put it on probation too.
+            st.budget = 0;
+            if python == 0 && cfg.probation_opens > 0 {
+                flags |= proc_flags::CANDIDATE;
+                st.budget = cfg.probation_opens;
+            }
+            st.flags = flags;
+            st.hook_tid = 0;
+            if enforce_kill(lineage) {
+                return Ok(());
+            }
+            *st
+        }
+        None => {
+            let task = unsafe { bpf_get_current_task() } as Kptr;
+            let start_ns = task_start_ns(task);
+            let parent = read_ptr(task, o.task_real_parent).unwrap_or(core::ptr::null());
+            let ppid: u32 = read(parent, o.task_tgid).unwrap_or(0);
+            let st = if python != 0 {
+                ProcState { flags: python, hook_tid: 0, lineage: 0, start_ns, budget: 0, ppid }
+            } else if cfg.probation_opens > 0 {
+                ProcState {
+                    flags: proc_flags::CANDIDATE,
+                    hook_tid: 0,
+                    lineage: 0,
+                    start_ns,
+                    budget: cfg.probation_opens,
+                    ppid,
+                }
+            } else {
+                return Ok(());
+            };
+            if PROCS.insert(&tgid, &st, 0).is_err() {
+                count(counter::PROCS_FULL);
+            }
+            if python == 0 {
+                return Ok(());
+            }
+            st
+        }
+    };
+    count(counter::TRACKED_EXECS);
+    emit_exec(&st, facts.ino, facts.dev, exe, &comm)
+}
+
+fn emit_exec(st: &ProcState, ino: u64, dev: u32, exe: Kptr, comm: &[u8; 16]) -> Result<(), i64> {
+    let Some(buf) = scratch() else { return Ok(()) };
+    let ev = buf.cast::<ExecEvent>();
+    let o = offsets();
+    // SAFETY: the scratch area is SCRATCH_LEN = size_of::<ExecEvent>() bytes, per CPU.
+    unsafe {
+        (*ev).header = header(EventKind::Exec, st, st.lineage);
+        (*ev).exe_ino = ino;
+        (*ev).exe_dev = dev;
+        (*ev).comm = *comm;
+        (*ev).argv_len = 0;
+        let task = bpf_get_current_task() as Kptr;
+        if let Ok(mm) = read_ptr(task, o.task_mm) {
+            let start: u64 = read(mm, o.mm_arg_start).unwrap_or(0);
+            let end: u64 = read(mm, o.mm_arg_end).unwrap_or(0);
+            if end > start {
+                let len = (end - start) as usize;
+                let len = if len > ARGV_LEN { ARGV_LEN } else { len };
+                let dst = &mut (*ev).argv;
+                if bpf_probe_read_user_buf(start as *const u8, &mut dst[..len]).is_ok() {
+                    (*ev).argv_len = len as u32;
+                }
+            }
+        }
+        let path = file_path(exe, u32::MAX);
+        (*ev).path_len = path.len;
+        (*ev).path_flags = u32::from(path.truncated);
+        // argv follows the path buffer: the whole event goes out.
+        send_scratch(buf, core::mem::size_of::<ExecEvent>());
+    }
+    Ok(())
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, in the
+/// parent's context. Threads and children started by hook code inherit its lineage.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_process_fork(&ctx);
+    0
+}
+
+fn try_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return Ok(()) };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &mut *p };
+    if st.flags & (proc_flags::PYTHON | proc_flags::LINEAGE) == 0 {
+        return Ok(());
+    }
+    let o = offsets();
+    let child: Kptr = ctx.arg(1);
+    let child_pid: u32 = read(child, o.task_pid)?;
+    let child_tgid: u32 = read(child, o.task_tgid)?;
+    let lineage = acting_lineage(st, pid);
+    if child_tgid == tgid {
+        if lineage != 0 && st.flags & proc_flags::ATTRIBUTED == 0 {
+            if THREADS.insert(&child_pid, &lineage, 0).is_err() {
+                count(counter::PROCS_FULL);
+            }
+            st.flags |= proc_flags::HAS_HOOK_THREADS;
+        }
+        return Ok(());
+    }
+    let child_start_ns: u64 = read(child, o.task_start_boottime).unwrap_or(0);
+    let mut flags = (st.flags & proc_flags::PYTHON) | proc_flags::LINEAGE;
+    if lineage != 0 {
+        flags |= proc_flags::ATTRIBUTED;
+    }
+    let new = ProcState { flags, hook_tid: 0, lineage, start_ns: child_start_ns, budget: 0, ppid: tgid };
+    if PROCS.insert(&child_tgid, &new, 0).is_err() {
+        count(counter::PROCS_FULL);
+    }
+    enforce_kill(lineage);
+    let ev = ForkEvent {
+        header: header(EventKind::Fork, st, lineage),
+        child_pid,
+        child_tgid,
+        child_start_ns,
+    };
+    send(&ev);
+    Ok(())
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`, in the exiting task's context.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return 0 };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { *p };
+    if pid != tgid {
+        if st.flags & proc_flags::HAS_HOOK_THREADS != 0 {
+            let _ = THREADS.remove(&pid);
+        }
+        return 0;
+    }
+    if st.flags & proc_flags::CANDIDATE == 0 || st.flags & proc_flags::LINEAGE != 0 {
+        let ev = ExitEvent { header: header(EventKind::Exit, &st, st.lineage), exit_code: 0, _pad: 0 };
+        send(&ev);
+    }
+    let _ = PROCS.remove(&tgid);
+    0
+}

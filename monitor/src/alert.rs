@@ -1,0 +1,195 @@
+//! Alerts: the JSON object a security engineer receives (schema in
+//! `schema/alert.schema.json`), and the JSON Lines sink that writes them.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What pthwatch did about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Alert,
+    Blocked,
+    Killed,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LineageEntry {
+    pub pid: u32,
+    pub exe: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HookRef {
+    /// `pth`, `sitecustomize`, `usercustomize` or `start`.
+    pub kind: String,
+    pub path: String,
+    pub sha256: String,
+    /// The executable line (for `.pth`), or the first risky line of a module hook.
+    pub line: Option<String>,
+    pub line_number: Option<usize>,
+    /// Owning distribution (`name==version`) from `*.dist-info/RECORD`.
+    pub distribution: Option<String>,
+    /// `benign`, `inert`, `unknown` or `risky`.
+    pub class: String,
+    /// What made the hook risky.
+    pub findings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Destination {
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ContainerRef {
+    pub cgroup_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub action: Action,
+    pub summary: String,
+    pub host: String,
+    pub process: ProcessRef,
+    /// From the process up towards init.
+    pub lineage: Vec<LineageEntry>,
+    pub startup_hook: Option<HookRef>,
+    /// Credential files the hook's lineage read.
+    pub credentials: Vec<String>,
+    pub destination: Option<Destination>,
+    /// Files the lineage wrote where programs start themselves (rule 2).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub persistence: Vec<String>,
+    pub container: ContainerRef,
+    /// Kernel attribution lineage id, to correlate with `pthwatch trace`.
+    pub lineage_id: u64,
+}
+
+/// RFC 3339 (UTC, millisecond precision) without a date library.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    // Civil-from-days (proleptic Gregorian), after Howard Hinnant's public-domain algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        d.subsec_millis()
+    )
+}
+
+/// The host's name as the kernel knows it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Appends alerts as JSON Lines, one object per line, flushed per alert.
+pub struct AlertLog {
+    path: Option<PathBuf>,
+    file: Option<File>,
+}
+
+impl AlertLog {
+    /// `None` writes to stdout.
+    pub fn open(path: Option<&Path>) -> io::Result<Self> {
+        let file = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+                use std::os::unix::fs::OpenOptionsExt;
+                Some(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?)
+            }
+            None => None,
+        };
+        Ok(Self { path: path.map(Path::to_owned), file })
+    }
+
+    pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
+        let mut line = serde_json::to_vec(alert).map_err(io::Error::other)?;
+        line.push(b'\n');
+        match &mut self.file {
+            Some(f) => f.write_all(&line),
+            None => {
+                let mut out = io::stdout().lock();
+                out.write_all(&line)?;
+                out.flush()
+            }
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_774_310_400_123);
+        assert_eq!(rfc3339(t), "2026-03-24T00:00:00.123Z");
+        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn severities_order() {
+        assert!(Severity::Critical > Severity::High);
+        assert!(Severity::Medium > Severity::Low);
+    }
+}

@@ -1,0 +1,171 @@
+//! Command-line interface: one function per subcommand.
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    daemon::{self, EventSink, RuntimeParts},
+    events::Event,
+    sensors::SensorOptions,
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "pthwatch", version, about = "Stops malicious Python startup hooks before they exfiltrate credentials")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `pthwatch=debug`.
+    #[arg(long, global = true, env = "PTHWATCH_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// Report only.
+    Alert,
+    /// Deny the network attempts of a hook lineage that read credentials.
+    Block,
+    /// Deny, and SIGKILL the hook lineage.
+    Kill,
+}
+
+impl Mode {
+    pub fn kernel(self) -> u32 {
+        match self {
+            Self::Alert => monitor_common::mode::ALERT,
+            Self::Block => monitor_common::mode::BLOCK,
+            Self::Kill => monitor_common::mode::KILL,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print what this kernel offers and which sensor backend pthwatch would use.
+    Check {
+        /// JSON instead of a report for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Watch the host: detect, and in block/kill mode stop, startup hooks that read
+    /// credentials and reach the network.
+    Run {
+        /// What to do when a hook's lineage read credentials and attempts the network.
+        #[arg(long, value_enum, default_value_t = Mode::Alert)]
+        mode: Mode,
+        /// Append alerts (JSON Lines) to this file; stdout when absent.
+        #[arg(long)]
+        alert_log: Option<PathBuf>,
+        /// Opens a freshly exec'd process may make before it is ruled out as a renamed
+        /// interpreter (0 disables recognition by behaviour).
+        #[arg(long, default_value_t = 64)]
+        probation_opens: u32,
+    },
+    /// Stream the events of tracked (Python) lineages as JSON Lines.
+    Trace {
+        /// Only this process and its descendants.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Every open of every tracked process, not only what detection looks at.
+        #[arg(long)]
+        all: bool,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+}
+
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { json } => {
+            let report = crate::check::probe();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            Ok(ExitCode::from(crate::check::exit_code(&report)))
+        }
+        Command::Run { .. } => anyhow::bail!("run: not wired yet"),
+        Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Prints events as JSON Lines, optionally limited to one process tree.
+struct TraceSink {
+    root: Option<u32>,
+    members: std::collections::HashSet<u32>,
+    out: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl EventSink for TraceSink {
+    fn on_event(&mut self, _rt: &mut RuntimeParts<'_>, event: Event) {
+        if let Some(root) = self.root {
+            let h = event.header();
+            if let Event::Fork(f) = &event {
+                if self.members.contains(&h.tgid) {
+                    self.members.insert(f.child_tgid);
+                }
+            }
+            if h.tgid != root && !self.members.contains(&h.tgid) {
+                return;
+            }
+        }
+        let line = crate::trace::event_json(&event);
+        let _ = writeln!(self.out, "{line}");
+    }
+
+    fn on_tick(&mut self, _rt: &mut RuntimeParts<'_>) {
+        let _ = self.out.flush();
+    }
+}
+
+fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<ExitCode> {
+    let opts = SensorOptions { trace_all: all, ..SensorOptions::default() };
+    let rt = daemon::start(&opts)?;
+    let mut sink = TraceSink {
+        root: pid,
+        members: pid.into_iter().collect(),
+        out: std::io::BufWriter::new(std::io::stdout()),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::json!({"event": "ready", "pid": std::process::id()}))?;
+        out.flush()?;
+    }
+    let _ = crate::notify::notify("READY=1");
+    let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut sink, duration))?;
+    let counters = sensors.counters();
+    tracing::info!(?stop, ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize], "trace stopped");
+    drop(sensors);
+    let _ = sink.out.flush();
+    Ok(ExitCode::SUCCESS)
+}
+

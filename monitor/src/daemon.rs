@@ -1,0 +1,150 @@
+//! Start-up shared by `run` and `trace`: mounts, kernel offsets, sensors, the process
+//! table seeded from procfs; then the event loop that feeds decoded events to a handler.
+use std::{os::fd::AsRawFd, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use monitor_common::ProcState;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    btf::Btf,
+    check::mounts,
+    events::{self, Event},
+    proctable::ProcessTable,
+    sensors::{self, SensorOptions, Sensors},
+};
+
+/// Everything loaded and attached, ready to stream events.
+pub struct Runtime {
+    pub sensors: Sensors,
+    pub procs: ProcessTable,
+    events: RingBuf<MapData>,
+}
+
+/// Mounts what the kernel side needs, loads and attaches the sensors, and starts
+/// tracking the Python processes that are already running.
+pub fn start(opts: &SensorOptions) -> Result<Runtime> {
+    let tracefs = mounts::ensure_tracefs().context("tracefs is needed for the syscall tracepoints")?;
+    if let Err(e) = mounts::ensure_bpffs() {
+        tracing::warn!(error = %e, "bpffs unavailable: maps and links cannot be pinned");
+    }
+    let cgroup = mounts::cgroup2_root().context("cgroup v2 is needed for in-kernel network decisions")?;
+    let offsets = Btf::from_sys_fs()
+        .and_then(|btf| btf.kernel_offsets())
+        .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
+    let mut sensors = sensors::load_tracepoint_backend(opts, &offsets, &tracefs, &cgroup)?;
+    let procs = ProcessTable::seed_from_procfs();
+    let mut seeded = 0usize;
+    for (tgid, start_ns, ppid, flags) in procs.python_lineages() {
+        if tgid == std::process::id() {
+            continue;
+        }
+        let state = ProcState { flags, hook_tid: 0, lineage: 0, start_ns, budget: 0, ppid };
+        match sensors.track_process(tgid, state) {
+            Ok(()) => seeded += 1,
+            Err(e) => tracing::warn!(tgid, error = %e, "could not track a running process"),
+        }
+    }
+    tracing::info!(
+        backend = ?sensors.backend,
+        processes = procs.len(),
+        python_lineages = seeded,
+        "sensors attached"
+    );
+    let events = sensors.take_events().context("event ring buffer already taken")?;
+    Ok(Runtime { sensors, procs, events })
+}
+
+/// What the event loop hands events and ticks to.
+pub trait EventSink {
+    fn on_event(&mut self, rt: &mut RuntimeParts<'_>, event: Event);
+    /// Called about once a second, and after every batch of events.
+    fn on_tick(&mut self, _rt: &mut RuntimeParts<'_>) {}
+    /// A record that could not be decoded (counted by the loop as well).
+    fn on_decode_error(&mut self, error: events::DecodeError) {
+        tracing::warn!(%error, "undecodable event record");
+    }
+}
+
+/// The runtime minus the ring buffer the loop holds.
+pub struct RuntimeParts<'a> {
+    pub sensors: &'a mut Sensors,
+    pub procs: &'a mut ProcessTable,
+}
+
+/// How the loop ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    Signal(&'static str),
+    Deadline,
+}
+
+/// Reads events until SIGTERM/SIGINT (or the optional deadline), feeding `sink`.
+pub async fn event_loop(
+    rt: Runtime,
+    sink: &mut dyn EventSink,
+    deadline: Option<Duration>,
+) -> Result<(Stop, Sensors)> {
+    let Runtime { mut sensors, mut procs, events } = rt;
+    let fd_probe = events.as_raw_fd();
+    tracing::debug!(fd = fd_probe, "reading events");
+    let mut ring = AsyncFd::with_interest(events, tokio::io::Interest::READABLE).context("registering the ring buffer with tokio")?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let until = deadline.map(|d| tokio::time::Instant::now() + d);
+    let stop = loop {
+        let sleep = async {
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => break Stop::Signal("SIGTERM"),
+            _ = int.recv() => break Stop::Signal("SIGINT"),
+            () = sleep => break Stop::Deadline,
+            _ = tick.tick() => {
+                let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+                sink.on_tick(&mut parts);
+            }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("polling the ring buffer")?;
+                let rb = guard.get_inner_mut();
+                let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+                let mut batch = 0usize;
+                while let Some(item) = rb.next() {
+                    match events::decode(&item) {
+                        Ok(event) => {
+                            parts.procs.on_event(&event);
+                            sink.on_event(&mut parts, event);
+                        }
+                        Err(e) => sink.on_decode_error(e),
+                    }
+                    batch += 1;
+                    if batch >= 4096 {
+                        break;
+                    }
+                }
+                if batch < 4096 {
+                    guard.clear_ready();
+                }
+            }
+        }
+    };
+    // Drain what is already there so nothing the kernel reported is lost at shutdown.
+    let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+    let rb = ring.get_mut();
+    while let Some(item) = rb.next() {
+        if let Ok(event) = events::decode(&item) {
+            parts.procs.on_event(&event);
+            sink.on_event(&mut parts, event);
+        }
+    }
+    sink.on_tick(&mut parts);
+    Ok((stop, sensors))
+}

@@ -1,0 +1,453 @@
+//! Correlation: turns the kernel's attributed events into alerts.
+//!
+//! The kernel decides (attribution, taint, deny, kill); this module reports what happened
+//! and adds what the kernel cannot see cheaply: which hook a lineage runs for (read and
+//! classified here), credential paths the name table missed, persistence locations, and
+//! execution of files a lineage wrote.
+//!
+//! Rules:
+//! 1. `hook_credential_exfiltration` (critical): a hook lineage read a credential, then
+//!    attempted the network.
+//! 2. `hook_credential_access`, `hook_persistence`, `hook_exec_written_file` (high).
+//! 3. `unknown_startup_hook` (medium): an executable hook that is not a known-benign
+//!    form ran (once per content hash).
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use monitor_common::{FileKey, iouring_kind, lineage_flags, open_match, verdict};
+
+use crate::{
+    alert::{
+        Action, Alert, AlertLog, ContainerRef, Destination, HookRef, LineageEntry, ProcessRef,
+        Severity, hostname, rfc3339,
+    },
+    cli::Mode,
+    credentials::{CredentialCatalog, persistence_kind},
+    daemon::{EventSink, RuntimeParts},
+    events::{Event, Exec, Net, Open},
+    hookbook::HookBook,
+    inventory::{Hook, HookClass},
+    proctable::ProcessTable,
+    trace::protocol_name,
+};
+
+/// How long after the first network attempt of a tainted lineage the alert waits for the
+/// kernel's other reports of the same attempt (the tracepoint sees it before the cgroup
+/// program decides).
+const SETTLE: Duration = Duration::from_millis(150);
+/// How long a lineage that read credentials may stay quiet before rule 2 reports it.
+const QUIET: Duration = Duration::from_secs(3);
+/// Lineages with no event for this long are forgotten.
+const LINEAGE_TTL: Duration = Duration::from_secs(30 * 60);
+
+const O_ACCMODE: u32 = libc::O_ACCMODE as u32;
+const O_CREAT: u32 = libc::O_CREAT as u32;
+const O_TRUNC: u32 = libc::O_TRUNC as u32;
+
+/// What userspace knows of one attribution lineage.
+#[derive(Default)]
+struct Lineage {
+    hook: Option<Arc<Hook>>,
+    root_tgid: u32,
+    /// Credential paths read, in order, without repeats.
+    credentials: Vec<String>,
+    iouring: bool,
+    written: HashSet<FileKey>,
+    persistence: Vec<String>,
+    members: BTreeSet<u32>,
+    fired: HashSet<&'static str>,
+    /// Rule 1 waiting to settle: (deadline, strongest action, event).
+    pending_net: Option<(Instant, Action, Net)>,
+    first_credential: Option<Instant>,
+    network_attempted: bool,
+    last_seen: Option<Instant>,
+}
+
+impl Lineage {
+    fn tainted(&self) -> bool {
+        !self.credentials.is_empty() || self.iouring
+    }
+}
+
+pub struct Detector {
+    mode: Mode,
+    host: String,
+    log: AlertLog,
+    catalog: CredentialCatalog,
+    homes: Vec<PathBuf>,
+    hooks: HookBook,
+    lineages: HashMap<u64, Lineage>,
+    reported_hooks: HashSet<String>,
+    pub alerts_written: u64,
+    pub alert_errors: u64,
+}
+
+impl Detector {
+    pub fn new(
+        mode: Mode,
+        log: AlertLog,
+        catalog: CredentialCatalog,
+        homes: Vec<PathBuf>,
+        hooks: HookBook,
+    ) -> Self {
+        Self {
+            mode,
+            host: hostname(),
+            log,
+            catalog,
+            homes,
+            hooks,
+            lineages: HashMap::new(),
+            reported_hooks: HashSet::new(),
+            alerts_written: 0,
+            alert_errors: 0,
+        }
+    }
+
+    fn lineage(&mut self, id: u64, tgid: u32) -> &mut Lineage {
+        let l = self.lineages.entry(id).or_insert_with(|| Lineage { root_tgid: tgid, ..Lineage::default() });
+        l.members.insert(tgid);
+        l.last_seen = Some(Instant::now());
+        l
+    }
+
+    fn on_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open) {
+        let h = &o.header;
+        let key = FileKey::new(o.dev, o.ino);
+        if o.match_flags & open_match::HOOK != 0 {
+            self.on_hook_open(rt, o, key);
+        }
+        if h.lineage == 0 {
+            return;
+        }
+        let path = o.path.to_string_lossy().into_owned();
+        let kernel_cred = o.match_flags & (open_match::CRED_INODE | open_match::CRED_NAME) != 0;
+        let regular = o.mode & 0o170_000 == 0o100_000;
+        let user_cred = regular && !kernel_cred && self.catalog.classify_path(&o.path, &self.homes).is_some();
+        let writes = o.flags & O_ACCMODE != libc::O_RDONLY as u32 || o.flags & (O_CREAT | O_TRUNC) != 0;
+        let persistence = if writes && regular { persistence_kind(&o.path) } else { None };
+        let l = self.lineage(h.lineage, h.tgid);
+        if kernel_cred || user_cred {
+            if !l.credentials.contains(&path) {
+                l.credentials.push(path.clone());
+            }
+            l.first_credential.get_or_insert_with(Instant::now);
+        }
+        if writes && regular {
+            l.written.insert(key);
+        }
+        let new_persistence = persistence.is_some() && !l.persistence.contains(&path);
+        if new_persistence {
+            l.persistence.push(path.clone());
+        }
+        if user_cred {
+            // The kernel's name table missed it: taint the lineage there too, so its next
+            // network attempt is decided in the kernel.
+            if let Err(e) = rt.sensors.mark_lineage(h.lineage, lineage_flags::CRED_READ) {
+                tracing::warn!(lineage = h.lineage, error = %e, "could not taint lineage in the kernel");
+            }
+        }
+        if new_persistence {
+            let action = self.respond_outside_kernel(rt, h.lineage);
+            let summary = format!("a startup hook's lineage wrote {path}, where programs start themselves");
+            self.fire(rt, h.lineage, "hook_persistence", Severity::High, action, h.tgid, None, summary, true);
+        }
+    }
+
+    /// An interpreter opened a startup hook during start-up.
+    fn on_hook_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open, key: FileKey) {
+        let h = &o.header;
+        let Some(hook) = self.hooks.get_or_read(key, &o.path, h.tgid) else { return };
+        let class = hook.class.kernel_class();
+        if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != class {
+            // Teach the kernel, so the next interpreter gets the right attribution.
+            if let Err(e) = rt.sensors.set_hook(key, class) {
+                tracing::warn!(path = %o.path.display(), error = %e, "could not record hook class in the kernel");
+            }
+        }
+        if h.lineage != 0 {
+            let l = self.lineage(h.lineage, h.tgid);
+            if l.hook.is_none() {
+                l.hook = Some(Arc::clone(&hook));
+                l.root_tgid = h.tgid;
+            }
+        }
+        let executable = matches!(hook.class, HookClass::Unknown | HookClass::Risky { .. });
+        if executable && self.reported_hooks.insert(hook.sha256.clone()) {
+            let summary = format!(
+                "an executable startup hook that is not a known-benign form ran: {}",
+                hook.path.display()
+            );
+            let alert = self.build(rt, h.lineage, "unknown_startup_hook", Severity::Medium, Action::Alert, h.tgid, None, summary, Some(&hook));
+            self.emit(alert);
+        }
+    }
+
+    fn on_exec(&mut self, rt: &mut RuntimeParts<'_>, e: &Exec) {
+        let h = &e.header;
+        if h.lineage == 0 {
+            return;
+        }
+        let key = FileKey::new(e.exe_dev, e.exe_ino);
+        let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
+        let l = self.lineage(h.lineage, h.tgid);
+        if l.written.contains(&key) || memfd {
+            let action = self.respond_outside_kernel(rt, h.lineage);
+            let summary = format!("a startup hook's lineage executed a file it wrote: {}", e.exe.display());
+            self.fire(rt, h.lineage, "hook_exec_written_file", Severity::High, action, h.tgid, None, summary, true);
+        }
+    }
+
+    fn on_net(&mut self, rt: &mut RuntimeParts<'_>, n: &Net) {
+        let h = &n.header;
+        if h.lineage == 0 {
+            return;
+        }
+        let inet = n.addr.is_some() || n.source == monitor_common::net_source::CG_EGRESS;
+        let action = match n.verdict {
+            verdict::KILLED => Action::Killed,
+            verdict::DENIED if self.mode == Mode::Kill => Action::Killed,
+            verdict::DENIED => Action::Blocked,
+            _ => Action::Alert,
+        };
+        let tgid = if h.tgid != 0 { h.tgid } else { self.lineages.get(&h.lineage).map_or(0, |l| l.root_tgid) };
+        let l = self.lineage(h.lineage, tgid);
+        if !inet && n.verdict == verdict::ALLOWED {
+            return;
+        }
+        l.network_attempted = true;
+        if !(l.tainted() || n.verdict != verdict::ALLOWED) || l.fired.contains("hook_credential_exfiltration") {
+            return;
+        }
+        let deadline = Instant::now() + SETTLE;
+        match &mut l.pending_net {
+            Some((_, best, ev)) => {
+                if action > *best {
+                    *best = action;
+                }
+                if ev.addr.is_none() && n.addr.is_some() {
+                    *ev = n.clone();
+                }
+            }
+            None => l.pending_net = Some((deadline, action, n.clone())),
+        }
+        if action == Action::Killed || self.mode == Mode::Kill {
+            kill_members(rt.procs, l);
+        }
+    }
+
+    /// Kill mode also applies to what the kernel does not decide (rule 2): the lineage is
+    /// killed from here.
+    fn respond_outside_kernel(&mut self, rt: &mut RuntimeParts<'_>, lineage: u64) -> Action {
+        if self.mode != Mode::Kill {
+            return Action::Alert;
+        }
+        if let Err(e) = rt.sensors.mark_lineage(lineage, lineage_flags::KILL) {
+            tracing::warn!(lineage, error = %e, "could not mark lineage for killing");
+        }
+        if let Some(l) = self.lineages.get(&lineage) {
+            kill_members(rt.procs, l);
+        }
+        Action::Killed
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site per rule; a struct would only rename them")]
+    fn fire(
+        &mut self,
+        rt: &mut RuntimeParts<'_>,
+        lineage: u64,
+        rule: &'static str,
+        severity: Severity,
+        action: Action,
+        tgid: u32,
+        net: Option<&Net>,
+        summary: String,
+        once: bool,
+    ) {
+        if once {
+            let Some(l) = self.lineages.get_mut(&lineage) else { return };
+            if !l.fired.insert(rule) {
+                return;
+            }
+        }
+        let alert = self.build(rt, lineage, rule, severity, action, tgid, net, summary, None);
+        self.emit(alert);
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "see fire")]
+    fn build(
+        &self,
+        rt: &RuntimeParts<'_>,
+        lineage: u64,
+        rule: &'static str,
+        severity: Severity,
+        action: Action,
+        tgid: u32,
+        net: Option<&Net>,
+        summary: String,
+        hook_override: Option<&Hook>,
+    ) -> Alert {
+        let l = self.lineages.get(&lineage);
+        let hook = hook_override.or_else(|| l.and_then(|l| l.hook.as_deref()));
+        let procs: &ProcessTable = rt.procs;
+        let info = procs.get(tgid);
+        let process = ProcessRef {
+            pid: tgid,
+            ppid: info.map_or(0, |p| p.ppid),
+            uid: info.map_or(u32::MAX, |p| p.uid),
+            exe: info.map(|p| p.exe.to_string_lossy().into_owned()).unwrap_or_default(),
+            cmdline: info.map(|p| p.argv.clone()).unwrap_or_default(),
+        };
+        let lineage_chain = procs
+            .ancestors(tgid)
+            .into_iter()
+            .map(|pid| LineageEntry {
+                pid,
+                exe: procs.get(pid).map(|p| p.exe.to_string_lossy().into_owned()).unwrap_or_default(),
+            })
+            .collect();
+        let destination = net.and_then(|n| {
+            n.addr.map(|a| Destination { address: a.to_string(), port: n.port, protocol: protocol_name(n.protocol).to_owned() })
+        });
+        Alert {
+            id: alert_id(lineage, rule),
+            time: rfc3339(SystemTime::now()),
+            rule,
+            severity,
+            action,
+            summary,
+            host: self.host.clone(),
+            process,
+            lineage: lineage_chain,
+            startup_hook: hook.map(hook_ref),
+            credentials: l.map(|l| l.credentials.clone()).unwrap_or_default(),
+            destination,
+            persistence: l.map(|l| l.persistence.clone()).unwrap_or_default(),
+            container: ContainerRef { cgroup_id: info.map_or(0, |p| p.cgroup_id), ..ContainerRef::default() },
+            lineage_id: lineage,
+        }
+    }
+
+    fn emit(&mut self, alert: Alert) {
+        tracing::warn!(rule = alert.rule, severity = ?alert.severity, action = ?alert.action, pid = alert.process.pid, "{}", alert.summary);
+        match self.log.write(&alert) {
+            Ok(()) => self.alerts_written += 1,
+            Err(e) => {
+                self.alert_errors += 1;
+                tracing::error!(error = %e, "could not write alert");
+            }
+        }
+    }
+
+    /// Fires what has waited long enough, forgets old lineages.
+    fn flush(&mut self, rt: &mut RuntimeParts<'_>, now: Instant) {
+        let mut due = Vec::new();
+        for (id, l) in &mut self.lineages {
+            if let Some((deadline, _, _)) = &l.pending_net {
+                if *deadline <= now {
+                    let (_, action, net) = l.pending_net.take().expect("checked above");
+                    due.push((*id, "net", action, Some(net)));
+                }
+            }
+            if let Some(first) = l.first_credential {
+                let quiet = l.last_seen.map_or(true, |t| now.duration_since(t) >= QUIET);
+                if !l.network_attempted && quiet && now.duration_since(first) >= QUIET {
+                    due.push((*id, "creds", Action::Alert, None));
+                }
+            }
+        }
+        for (id, what, action, net) in due {
+            let tgid = net.as_ref().map_or_else(
+                || self.lineages.get(&id).map_or(0, |l| l.root_tgid),
+                |n| if n.header.tgid != 0 { n.header.tgid } else { self.lineages.get(&id).map_or(0, |l| l.root_tgid) },
+            );
+            if what == "net" {
+                let dest = net.as_ref().and_then(|n| n.addr.map(|a| format!("{a}:{}", n.port))).unwrap_or_else(|| "a socket it already held".to_owned());
+                let summary = format!("a startup hook's lineage read credentials and then contacted {dest}");
+                self.fire(rt, id, "hook_credential_exfiltration", Severity::Critical, action, tgid, net.as_ref(), summary, true);
+            } else {
+                let action = self.respond_outside_kernel(rt, id);
+                let summary = "a startup hook's lineage read credentials".to_owned();
+                self.fire(rt, id, "hook_credential_access", Severity::High, action, tgid, None, summary, true);
+            }
+        }
+        self.lineages.retain(|_, l| l.last_seen.is_none_or(|t| now.duration_since(t) < LINEAGE_TTL));
+    }
+}
+
+impl EventSink for Detector {
+    fn on_event(&mut self, rt: &mut RuntimeParts<'_>, event: Event) {
+        match &event {
+            Event::Open(o) => self.on_open(rt, o),
+            Event::Exec(e) => self.on_exec(rt, e),
+            Event::Net(n) => self.on_net(rt, n),
+            Event::Fork(f) if f.header.lineage != 0 => {
+                self.lineage(f.header.lineage, f.header.tgid).members.insert(f.child_tgid);
+            }
+            Event::IoUring(u) if u.header.lineage != 0 => {
+                let l = self.lineage(u.header.lineage, u.header.tgid);
+                if u.kind == iouring_kind::CREATE || matches!(u.opcode, 18 | 28) {
+                    l.iouring = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_tick(&mut self, rt: &mut RuntimeParts<'_>) {
+        self.flush(rt, Instant::now());
+        rt.procs.gc();
+    }
+}
+
+/// SIGKILLs every live member of a lineage. The kernel already killed the member that
+/// acted; this catches siblings that are asleep and would never reach a hooked call.
+fn kill_members(procs: &ProcessTable, l: &Lineage) {
+    for &pid in &l.members {
+        if pid <= 1 || pid == std::process::id() {
+            continue;
+        }
+        if procs.get(pid).is_some_and(|p| p.exited.is_some()) {
+            continue;
+        }
+        // SAFETY: kill(2) has no memory preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}
+
+fn hook_ref(hook: &Hook) -> HookRef {
+    let line = hook
+        .exec_lines
+        .iter()
+        .find(|l| !l.findings.is_empty())
+        .or_else(|| hook.exec_lines.first());
+    let findings = match &hook.class {
+        HookClass::Risky { findings } => findings.iter().map(ToString::to_string).collect(),
+        _ => Vec::new(),
+    };
+    HookRef {
+        kind: hook.kind.as_str().to_owned(),
+        path: hook.path.to_string_lossy().into_owned(),
+        sha256: hook.sha256.clone(),
+        line: line.map(|l| l.text.clone()),
+        line_number: line.map(|l| l.lineno),
+        distribution: hook.distribution.clone(),
+        class: hook.class.name().to_owned(),
+        findings,
+    }
+}
+
+/// A stable id per (lineage, rule): the same incident never gets two ids.
+fn alert_id(lineage: u64, rule: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(lineage.to_le_bytes());
+    h.update(rule.as_bytes());
+    h.update(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos().to_le_bytes());
+    let d = h.finalize();
+    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,282 @@
+//! The sensor layer: loads pthwatch's kernel programs, attaches them, and owns the maps
+//! the daemon feeds (inventory, credential catalogue, settings) and reads (events,
+//! counters).
+//!
+//! A backend is chosen at start-up by probing (`check`): the tracepoint backend (syscall
+//! tracepoints, scheduler `tp_btf`, `cgroup_sock_addr`/`cgroup_skb` at the cgroup v2 root,
+//! a `Py_RunMain` uprobe) runs everywhere pthwatch runs; a BPF LSM backend is planned for
+//! kernels that allow it.
+mod tracepoint;
+
+use std::path::{Path, PathBuf};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{ProgramError, UProbe, uprobe::UProbeScope},
+};
+use monitor_common::{
+    FileKey, HookInfo, KernelConfig, LineageState, NameKey, ProcState, counter, maps as map_names,
+};
+use serde::Serialize;
+
+pub use self::tracepoint::load_tracepoint_backend;
+
+/// The object built by `build.rs` from `monitor-ebpf`.
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(
+        "this pthwatch binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo build --release`"
+    )]
+    NoObject,
+    #[error("reading kernel structure offsets from BTF: {0}")]
+    Btf(String),
+    #[error("loading the kernel programs: {0}")]
+    Load(#[source] EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program {0} is missing from the kernel object")]
+    MissingProgram(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("map {0} is missing from the kernel object")]
+    MissingMap(&'static str),
+    #[error("{0}")]
+    Mount(String),
+    #[error("opening the cgroup v2 root {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which family of kernel hooks feeds pthwatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Syscall tracepoints, scheduler tracepoints, cgroup socket programs.
+    Tracepoint,
+    /// BPF LSM hooks (not built yet; chosen by nobody until it is).
+    Lsm,
+}
+
+/// Outcome of attaching one program.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attachment {
+    pub program: &'static str,
+    pub target: String,
+    /// `None` when attached; the error otherwise.
+    pub error: Option<String>,
+    /// Without this program pthwatch cannot run at all.
+    pub required: bool,
+}
+
+/// What userspace tells the kernel side at start-up.
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    pub mode: u32,
+    pub trace_all: bool,
+    pub ringbuf_bytes: u32,
+    pub probation_opens: u32,
+}
+
+impl Default for SensorOptions {
+    fn default() -> Self {
+        Self {
+            mode: monitor_common::mode::ALERT,
+            trace_all: false,
+            ringbuf_bytes: 8 * 1024 * 1024,
+            probation_opens: 64,
+        }
+    }
+}
+
+/// Loaded and attached kernel programs with the maps the daemon uses.
+pub struct Sensors {
+    pub backend: Backend,
+    pub attachments: Vec<Attachment>,
+    /// Kept alive: dropping it detaches every program.
+    ebpf: Ebpf,
+    events: Option<RingBuf<MapData>>,
+    hooks: HashMap<MapData, FileKey, HookInfo>,
+    creds: HashMap<MapData, FileKey, u32>,
+    cred_names: HashMap<MapData, NameKey, u32>,
+    interpreters: HashMap<MapData, FileKey, u32>,
+    procs: HashMap<MapData, u32, ProcState>,
+    lineages: HashMap<MapData, u64, LineageState>,
+    config: Array<MapData, KernelConfig>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Files with a `Py_RunMain` uprobe, by identity.
+    runmain_probed: std::collections::HashSet<FileKey>,
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
+    ebpf.take_map(name).ok_or(SensorError::MissingMap(name))
+}
+
+macro_rules! typed_map {
+    ($ebpf:expr, $name:expr) => {
+        take_map($ebpf, $name)?
+            .try_into()
+            .map_err(|source| SensorError::Map { name: $name, source })?
+    };
+}
+
+impl Sensors {
+    pub(crate) fn from_loaded(
+        mut ebpf: Ebpf,
+        backend: Backend,
+        attachments: Vec<Attachment>,
+        opts: &SensorOptions,
+    ) -> Result<Self, SensorError> {
+        let mut sensors = Self {
+            backend,
+            attachments,
+            events: Some(typed_map!(&mut ebpf, map_names::EVENTS)),
+            hooks: typed_map!(&mut ebpf, map_names::HOOKS),
+            creds: typed_map!(&mut ebpf, map_names::CREDS),
+            cred_names: typed_map!(&mut ebpf, map_names::CRED_NAMES),
+            interpreters: typed_map!(&mut ebpf, map_names::INTERPRETERS),
+            procs: typed_map!(&mut ebpf, map_names::PROCS),
+            lineages: typed_map!(&mut ebpf, map_names::LINEAGES),
+            config: typed_map!(&mut ebpf, map_names::CONFIG),
+            counters: typed_map!(&mut ebpf, map_names::COUNTERS),
+            ebpf,
+            runmain_probed: std::collections::HashSet::new(),
+        };
+        sensors.set_config(KernelConfig {
+            mode: opts.mode,
+            trace_all: u32::from(opts.trace_all),
+            self_tgid: std::process::id(),
+            probation_opens: opts.probation_opens,
+        })?;
+        Ok(sensors)
+    }
+
+    /// The event ring buffer (taken once by the reader).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn set_config(&mut self, cfg: KernelConfig) -> Result<(), SensorError> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|source| SensorError::Map { name: map_names::CONFIG, source })
+    }
+
+    pub fn config(&self) -> Result<KernelConfig, SensorError> {
+        self.config
+            .get(&0, 0)
+            .map_err(|source| SensorError::Map { name: map_names::CONFIG, source })
+    }
+
+    pub fn set_hook(&mut self, key: FileKey, class: u32) -> Result<(), SensorError> {
+        self.hooks
+            .insert(key, HookInfo { class, _pad: 0 }, 0)
+            .map_err(|source| SensorError::Map { name: map_names::HOOKS, source })
+    }
+
+    pub fn set_credential(&mut self, key: FileKey, category: u32) -> Result<(), SensorError> {
+        self.creds
+            .insert(key, category, 0)
+            .map_err(|source| SensorError::Map { name: map_names::CREDS, source })
+    }
+
+    pub fn set_credential_name(&mut self, key: NameKey, category: u32) -> Result<(), SensorError> {
+        self.cred_names
+            .insert(key, category, 0)
+            .map_err(|source| SensorError::Map { name: map_names::CRED_NAMES, source })
+    }
+
+    pub fn set_interpreter(&mut self, key: FileKey) -> Result<(), SensorError> {
+        self.interpreters
+            .insert(key, 1, 0)
+            .map_err(|source| SensorError::Map { name: map_names::INTERPRETERS, source })
+    }
+
+    /// Starts tracking a process that was already running when pthwatch started.
+    pub fn track_process(&mut self, tgid: u32, state: ProcState) -> Result<(), SensorError> {
+        self.procs
+            .insert(tgid, state, 0)
+            .map_err(|source| SensorError::Map { name: map_names::PROCS, source })
+    }
+
+    /// Adds flags to a lineage in the kernel (e.g. a credential read userspace found).
+    pub fn mark_lineage(&mut self, id: u64, flags: u32) -> Result<(), SensorError> {
+        let err = |source| SensorError::Map { name: map_names::LINEAGES, source };
+        let mut state = self.lineages.get(&id, 0).map_err(err)?;
+        state.flags |= flags;
+        self.lineages.insert(id, state, 0).map_err(err)
+    }
+
+    pub fn tracked_processes(&self) -> usize {
+        self.procs.keys().filter(Result::is_ok).count()
+    }
+
+    /// Per-CPU counters summed (`monitor_common::counter`).
+    pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (slot, total) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(slot as u32), 0) {
+                *total = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Attaches the start-up-end marker to a file exporting `Py_RunMain` (an interpreter
+    /// binary or `libpython3.X.so`). Idempotent per file.
+    pub fn attach_runmain(&mut self, target: &Path) -> Result<bool, SensorError> {
+        let key = file_key(target).map_err(|e| SensorError::Mount(format!("{}: {e}", target.display())))?;
+        if self.runmain_probed.contains(&key) {
+            return Ok(false);
+        }
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut("startup_py_runmain")
+            .ok_or(SensorError::MissingProgram("startup_py_runmain"))?
+            .try_into()
+            .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+        let result = program.attach("Py_RunMain", target, UProbeScope::AllProcesses);
+        self.attachments.push(Attachment {
+            program: "startup_py_runmain",
+            target: format!("{}:Py_RunMain", target.display()),
+            error: result.as_ref().err().map(ToString::to_string),
+            required: false,
+        });
+        result.map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+        self.runmain_probed.insert(key);
+        Ok(true)
+    }
+}
+
+/// Identity of a file as the kernel sees it (`FileKey`), following symlinks.
+pub fn file_key(path: &Path) -> std::io::Result<FileKey> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok(file_key_of(meta.dev(), meta.ino()))
+}
+
+/// Converts a userspace `st_dev` into the kernel's `s_dev` encoding.
+pub fn file_key_of(st_dev: u64, ino: u64) -> FileKey {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    FileKey::new(monitor_common::kernel_dev(major, minor), ino)
+}
+
+/// Splits a kernel `s_dev` into (major, minor) for display.
+pub fn split_kernel_dev(dev: u32) -> (u32, u32) {
+    (dev >> 20, dev & 0xf_ffff)
+}

@@ -1,0 +1,198 @@
+//! The tracepoint backend: what every kernel pthwatch supports offers.
+use std::{fs::File, path::Path};
+
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    programs::{
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        TracePoint,
+    },
+};
+use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
+
+use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
+
+/// Scheduler tracepoints (`tp_btf`): process lifecycle. Required.
+const SCHED: &[(&str, &str)] = &[
+    ("process_exec", "sched_process_exec"),
+    ("process_fork", "sched_process_fork"),
+    ("process_exit", "sched_process_exit"),
+];
+
+/// Syscall and io_uring tracepoints: (program, category, event, required).
+const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
+    ("open_exit_openat", "syscalls", "sys_exit_openat", true),
+    ("open_exit_open", "syscalls", "sys_exit_open", false),
+    ("open_exit_openat2", "syscalls", "sys_exit_openat2", false),
+    ("open_exit_creat", "syscalls", "sys_exit_creat", false),
+    ("net_enter_connect", "syscalls", "sys_enter_connect", true),
+    ("net_enter_sendto", "syscalls", "sys_enter_sendto", false),
+    ("net_enter_sendmsg", "syscalls", "sys_enter_sendmsg", false),
+    ("net_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg", false),
+    ("iouring_create", "io_uring", "io_uring_create", false),
+    ("iouring_submit_req", "io_uring", "io_uring_submit_req", false),
+];
+
+/// `cgroup_sock_addr` programs at the cgroup v2 root: the in-kernel network decision.
+/// Attached as BPF links (kernel 5.7+), which coexist with other programs whatever the
+/// attach mode says; `Single` is what link creation accepts (flags 0).
+const SOCK_ADDR: &[&str] = &["net_cg_connect4", "net_cg_connect6", "net_cg_sendmsg4", "net_cg_sendmsg6"];
+
+/// Loads the kernel object with offsets for this kernel, attaches every program of the
+/// tracepoint backend, and records what attached.
+pub fn load_tracepoint_backend(
+    opts: &SensorOptions,
+    offsets: &Offsets,
+    tracefs: &Path,
+    cgroup_root: &Path,
+) -> Result<Sensors, SensorError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(SensorError::NoObject);
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| SensorError::Btf(e.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .set_global(OFFSETS_GLOBAL, offsets, true)
+        .set_max_entries(map_names::EVENTS, opts.ringbuf_bytes)
+        .load(EBPF_OBJECT)
+        .map_err(SensorError::Load)?;
+    let mut attachments = Vec::new();
+
+    for &(name, tp) in SCHED {
+        let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
+        record(&mut attachments, name, tp.to_owned(), true, result)?;
+    }
+    for &(name, category, event, required) in TRACEPOINTS {
+        let result = check_format(tracefs, category, event)
+            .and_then(|()| attach_tracepoint(&mut ebpf, name, category, event));
+        record(&mut attachments, name, format!("{category}/{event}"), required, result)?;
+    }
+    let cgroup = File::open(cgroup_root).map_err(|source| SensorError::Cgroup {
+        path: cgroup_root.to_owned(),
+        source,
+    })?;
+    for &name in SOCK_ADDR {
+        let result = attach_sock_addr(&mut ebpf, name, &cgroup);
+        record(&mut attachments, name, cgroup_root.display().to_string(), false, result)?;
+    }
+    let result = attach_egress(&mut ebpf, &cgroup);
+    record(&mut attachments, "net_cg_egress", cgroup_root.display().to_string(), false, result)?;
+
+    let program = ebpf
+        .program_mut("startup_py_runmain")
+        .ok_or(SensorError::MissingProgram("startup_py_runmain"))?;
+    let uprobe: &mut aya::programs::UProbe = program
+        .try_into()
+        .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+    uprobe
+        .load()
+        .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+
+    Sensors::from_loaded(ebpf, Backend::Tracepoint, attachments, opts)
+}
+
+fn record(
+    attachments: &mut Vec<Attachment>,
+    program: &'static str,
+    target: String,
+    required: bool,
+    result: Result<(), SensorError>,
+) -> Result<(), SensorError> {
+    match result {
+        Ok(()) => {
+            attachments.push(Attachment { program, target, error: None, required });
+            Ok(())
+        }
+        Err(e) if !required => {
+            tracing::warn!(program, %target, error = %e, "optional probe not attached; running degraded");
+            attachments.push(Attachment { program, target, error: Some(e.to_string()), required });
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &'static str, tp: &str, btf: &Btf) -> Result<(), SensorError> {
+    let err = |source| SensorError::Program { name, source };
+    let program: &mut BtfTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(err)?;
+    program.load(tp, btf).map_err(err)?;
+    program.attach().map_err(err)?;
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, category: &str, event: &str) -> Result<(), SensorError> {
+    let err = |source| SensorError::Program { name, source };
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(err)?;
+    program.load().map_err(err)?;
+    program.attach(category, event).map_err(err)?;
+    Ok(())
+}
+
+fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), SensorError> {
+    let err = |source| SensorError::Program { name, source };
+    let program: &mut CgroupSockAddr = ebpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(err)?;
+    program.load().map_err(err)?;
+    program.attach(cgroup, CgroupAttachMode::Single).map_err(err)?;
+    Ok(())
+}
+
+fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
+    let name = "net_cg_egress";
+    let err = |source| SensorError::Program { name, source };
+    let program: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(err)?;
+    program.load().map_err(err)?;
+    program
+        .attach(cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The programs read tracepoint records at fixed offsets; refuse to attach where this
+/// kernel's record layout differs.
+fn check_format(tracefs: &Path, category: &str, event: &str) -> Result<(), SensorError> {
+    let expected: &[(&str, usize)] = match (category, event) {
+        ("io_uring", "io_uring_submit_req") => &[("opcode", 32)],
+        ("io_uring", "io_uring_create") => &[("fd", 8)],
+        ("syscalls", e) if e.starts_with("sys_exit_") => &[("ret", 16)],
+        _ => &[],
+    };
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let path = tracefs.join("events").join(category).join(event).join("format");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| SensorError::Mount(format!("reading {}: {e}", path.display())))?;
+    for &(field, offset) in expected {
+        let found = text.lines().find_map(|line| {
+            let decl = line.trim().strip_prefix("field:")?;
+            let (decl, rest) = decl.split_once(';')?;
+            let name = decl.rsplit([' ', '*']).next()?;
+            if name != field {
+                return None;
+            }
+            rest.trim().strip_prefix("offset:")?.split(';').next()?.parse::<usize>().ok()
+        });
+        if found != Some(offset) {
+            return Err(SensorError::Mount(format!(
+                "{category}/{event}: field {field} at offset {found:?}, the program expects {offset}"
+            )));
+        }
+    }
+    Ok(())
+}

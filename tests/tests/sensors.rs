@@ -1,0 +1,178 @@
+//! The sensors, against the real kernel: what `pthwatch trace` reports when real Python
+//! interpreters (with a real `.pth` in an isolated user site dir) open files, start
+//! children and touch the network.
+use std::{path::Path, process::Command, time::Duration};
+
+use integration_tests::{
+    PYTHON, Sandbox, TcpSink, Tracer, UdpSink, can_run, of_kind, opens_of, real, run_bounded,
+};
+use serde_json::Value;
+
+fn with_inert_pth(sb: &Sandbox) {
+    // A path-only .pth, as many packages ship: present, read at start-up, never executed.
+    sb.pth("extra_paths.pth", &format!("{}\n", sb.home.join("lib").display()));
+}
+
+fn tgid(e: &Value) -> u64 {
+    e["tgid"].as_u64().expect("tgid")
+}
+
+#[test]
+fn every_way_of_naming_a_file_resolves_to_the_file_really_opened() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("resolve");
+    with_inert_pth(&sb);
+    let target = real(&sb.write("data/secret.txt", "s3cret\n"));
+    let link = sb.home.join("data/link.txt");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let hard = sb.home.join("hard.txt");
+    std::fs::hard_link(&target, &hard).expect("hardlink");
+    let script = r#"
+import os, sys
+target, link, hard = sys.argv[1:4]
+d, b = os.path.split(target)
+os.chdir(d)
+open(b).close()                                        # relative path
+dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open(b, os.O_RDONLY, dir_fd=dfd))          # openat(dirfd)
+open(link).close()                                     # symlink
+open("/proc/self/root" + target).close()               # /proc/self/root
+open(hard).close()                                     # hardlink
+print(os.getpid())
+"#;
+    let tracer = Tracer::start();
+    let (code, out) = sb.python(&[
+        "-c",
+        script,
+        &target.to_string_lossy(),
+        &link.to_string_lossy(),
+        &hard.to_string_lossy(),
+    ]);
+    let events = tracer.stop();
+    assert_eq!(code, 0, "python failed: {out}");
+    let pid: u64 = out.trim().parse().expect("pid printed");
+    let opens: Vec<&Value> = opens_of(&events, &target).into_iter().filter(|e| tgid(e) == pid).collect();
+    assert!(
+        opens.len() >= 4,
+        "relative, dirfd, symlink and /proc/self/root opens must all resolve to {}: got {opens:#?}",
+        target.display()
+    );
+    let ino = opens[0]["ino"].clone();
+    assert!(opens.iter().all(|e| e["ino"] == ino && e["dev"] == opens[0]["dev"]));
+    let hard_opens = opens_of(&events, &real(&hard));
+    assert!(!hard_opens.is_empty(), "hardlink open missing");
+    assert_eq!(hard_opens[0]["ino"], ino, "a hardlink is the same inode");
+}
+
+#[test]
+fn a_renamed_copy_of_the_interpreter_is_tracked() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("renamed");
+    with_inert_pth(&sb);
+    let copy = sb.home.join("bin/definitely-not-py");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(PYTHON, &copy).expect("copy interpreter");
+    let target = real(&sb.write("data/renamed.txt", "x\n"));
+    let tracer = Tracer::start();
+    let (code, out) = run_bounded(
+        sb.command(&copy).args(["-c", &format!("import os; open({:?}).close(); print(os.getpid())", target)]),
+        Duration::from_secs(60),
+    );
+    let events = tracer.stop();
+    assert_eq!(code, 0, "renamed interpreter failed: {out}");
+    let pid: u64 = out.lines().last().unwrap_or_default().trim().parse().expect("pid printed");
+    let opens: Vec<&Value> = opens_of(&events, &target).into_iter().filter(|e| tgid(e) == pid).collect();
+    assert_eq!(opens.len(), 1, "the renamed interpreter's open must be traced: {opens:#?}");
+    let flags = opens[0]["flags"].as_array().unwrap();
+    assert!(flags.contains(&Value::from("python")));
+    assert!(flags.contains(&Value::from("by_behaviour")), "recognised by behaviour: {flags:?}");
+}
+
+#[test]
+fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("lineage");
+    with_inert_pth(&sb);
+    let target = real(&sb.write("data/chain.txt", "chain\n"));
+    let tracer = Tracer::start();
+    let (code, out) = sb.python(&["-c", &format!("import os; os.system('cat {}')", target.display())]);
+    // The same file, opened by a process with no Python in its ancestry.
+    let (cat_code, _) = run_bounded(Command::new("/bin/cat").arg(&target), Duration::from_secs(10));
+    let events = tracer.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(cat_code, 0);
+    let opens = opens_of(&events, &target);
+    assert_eq!(opens.len(), 1, "only the cat started by python: {opens:#?}");
+    let cat_pid = tgid(opens[0]);
+    let execs = of_kind(&events, "exec");
+    let cat_exec = execs.iter().find(|e| tgid(e) == cat_pid).expect("exec of cat traced");
+    assert_eq!(cat_exec["exe"], "/usr/bin/cat");
+    let flags = opens[0]["flags"].as_array().unwrap();
+    assert!(flags.contains(&Value::from("lineage")), "{flags:?}");
+    // python -> sh -> cat: the shell is the parent, python its parent.
+    let sh_pid = cat_exec["ppid"].as_u64().unwrap();
+    let sh_exec = execs.iter().find(|e| tgid(e) == sh_pid).expect("exec of sh traced");
+    assert!(sh_exec["exe"].as_str().unwrap().ends_with("sh"), "{sh_exec}");
+}
+
+#[test]
+fn loopback_connect_and_udp_sendto_are_reported_with_their_destination() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("net");
+    with_inert_pth(&sb);
+    let tcp = TcpSink::start();
+    let udp = UdpSink::start();
+    let script = format!(
+        r#"
+import os, socket
+s = socket.create_connection(("127.0.0.1", {tcp}), timeout=5); s.sendall(b"hi"); s.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"ping", ("127.0.0.1", {udp})); u.close()
+print(os.getpid())
+"#,
+        tcp = tcp.port,
+        udp = udp.port
+    );
+    let tracer = Tracer::start();
+    let (code, out) = sb.python(&["-c", &script]);
+    let events = tracer.stop();
+    assert_eq!(code, 0, "{out}");
+    let pid: u64 = out.trim().parse().unwrap();
+    let nets: Vec<&Value> = of_kind(&events, "net").into_iter().filter(|e| tgid(e) == pid).collect();
+    assert!(
+        nets.iter().any(|e| e["probe"] == "connect" && e["address"] == "127.0.0.1" && e["port"] == tcp.port),
+        "TCP connect missing: {nets:#?}"
+    );
+    assert!(
+        nets.iter().any(|e| e["probe"] == "sendto" && e["address"] == "127.0.0.1" && e["port"] == udp.port),
+        "UDP sendto without connect missing: {nets:#?}"
+    );
+}
+
+#[test]
+fn an_io_uring_open_is_reported_as_io_uring_activity() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("iouring");
+    with_inert_pth(&sb);
+    let target = real(&sb.write("data/ring.txt", "ring\n"));
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/iouring_open.py");
+    let tracer = Tracer::start();
+    let (code, out) = sb.python(&[&fixture.to_string_lossy(), &target.to_string_lossy()]);
+    let events = tracer.stop();
+    assert_eq!(code, 0, "{out}");
+    let rings = of_kind(&events, "io_uring");
+    assert!(rings.iter().any(|e| e["kind"] == "create"), "ring creation missing: {rings:#?}");
+    assert!(
+        rings.iter().any(|e| e["kind"] == "submit" && e["opcode"] == 18),
+        "IORING_OP_OPENAT submission missing: {rings:#?}"
+    );
+}
