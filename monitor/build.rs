@@ -7,7 +7,8 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let out_dir = std::env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?;
     let object = std::path::Path::new(&out_dir).join("monitor");
-    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         // An empty object: the daemon detects it at load time and says how to rebuild.
         if !object.exists() {

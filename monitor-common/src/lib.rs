@@ -464,9 +464,7 @@ const _: () = assert!(size_of::<Offsets>() == 32 * 4);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{
-        FileKey, HookInfo, KernelConfig, LineageState, NameKey, Offsets, ProcState,
-    };
+    use super::{FileKey, HookInfo, KernelConfig, LineageState, NameKey, Offsets, ProcState};
     // SAFETY: all are #[repr(C)], Copy, and free of padding and invalid bit patterns.
     unsafe impl aya::Pod for ProcState {}
     unsafe impl aya::Pod for LineageState {}

@@ -70,7 +70,9 @@ pub fn read<T>(base: Kptr, off: u32) -> Result<T, i64> {
         return Err(-1);
     }
     // SAFETY: bpf_probe_read_kernel validates the address; a fault returns an error.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).map_err(|e| e as i64) }
+    unsafe {
+        bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).map_err(|e| e as i64)
+    }
 }
 
 #[inline(always)]
@@ -169,11 +171,22 @@ pub struct Walk {
 #[inline(always)]
 pub fn file_path(file: Kptr, max_depth: u32) -> PathOut {
     let o = offsets();
-    let mut out = PathOut { len: 0, leaf_len: 0, parent_len: 0, truncated: false };
+    let mut out = PathOut {
+        len: 0,
+        leaf_len: 0,
+        parent_len: 0,
+        truncated: false,
+    };
     let path = file.wrapping_add(o.file_f_path as usize);
-    let Ok(vfsmnt) = read_ptr(path, o.path_mnt) else { return out };
-    let Ok(dentry) = read_ptr(path, o.path_dentry) else { return out };
-    let Some(wp) = WALK.get_ptr_mut(0) else { return out };
+    let Ok(vfsmnt) = read_ptr(path, o.path_mnt) else {
+        return out;
+    };
+    let Ok(dentry) = read_ptr(path, o.path_dentry) else {
+        return out;
+    };
+    let Some(wp) = WALK.get_ptr_mut(0) else {
+        return out;
+    };
     let walk = Walk {
         vfsmnt: vfsmnt as u64,
         mnt: vfsmnt.wrapping_sub(o.mount_mnt as usize) as u64,
@@ -189,11 +202,20 @@ pub fn file_path(file: Kptr, max_depth: u32) -> PathOut {
     // SAFETY: per-CPU map value; the callback below is the only other user, on this CPU.
     unsafe {
         *wp = walk;
-        bpf_loop(PATH_MAX_DEPTH * 2, walk_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            PATH_MAX_DEPTH * 2,
+            walk_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
     }
     let walk = unsafe { &*wp };
     let off = walk.off as usize;
-    out.len = if off > PATH_STORE_LEN { PATH_STORE_LEN as u32 } else { off as u32 };
+    out.len = if off > PATH_STORE_LEN {
+        PATH_STORE_LEN as u32
+    } else {
+        off as u32
+    };
     out.leaf_len = walk.leaf_len;
     out.parent_len = walk.parent_len;
     out.truncated = walk.truncated != 0 || walk.at_root == 0;
@@ -202,7 +224,9 @@ pub fn file_path(file: Kptr, max_depth: u32) -> PathOut {
 
 /// One step of the walk: cross a mount point or copy one component. Returns 1 to stop.
 extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(wp) = WALK.get_ptr_mut(0) else { return 1 };
+    let Some(wp) = WALK.get_ptr_mut(0) else {
+        return 1;
+    };
     // SAFETY: per-CPU map value, set up by `file_path` on this CPU.
     let w = unsafe { &mut *wp };
     let o = offsets();
@@ -213,27 +237,39 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let vfsmnt = w.vfsmnt as Kptr;
     let mnt = w.mnt as Kptr;
     let dentry = w.dentry as Kptr;
-    let Ok(mnt_root) = read_ptr(vfsmnt, o.vfsmount_mnt_root) else { return 1 };
+    let Ok(mnt_root) = read_ptr(vfsmnt, o.vfsmount_mnt_root) else {
+        return 1;
+    };
     if dentry == mnt_root {
         // Top of this mount: continue from where it is mounted.
-        let Ok(parent) = read_ptr(mnt, o.mount_mnt_parent) else { return 1 };
+        let Ok(parent) = read_ptr(mnt, o.mount_mnt_parent) else {
+            return 1;
+        };
         if parent == mnt {
             w.at_root = 1;
             return 1;
         }
-        let Ok(point) = read_ptr(mnt, o.mount_mnt_mountpoint) else { return 1 };
+        let Ok(point) = read_ptr(mnt, o.mount_mnt_mountpoint) else {
+            return 1;
+        };
         w.dentry = point as u64;
         w.mnt = parent as u64;
         w.vfsmnt = parent.wrapping_add(o.mount_mnt as usize) as u64;
         return 0;
     }
-    let Ok(parent) = read_ptr(dentry, o.dentry_d_parent) else { return 1 };
+    let Ok(parent) = read_ptr(dentry, o.dentry_d_parent) else {
+        return 1;
+    };
     if parent == dentry {
         w.at_root = 1;
         return 1;
     }
-    let Ok(name) = read_ptr(dentry, o.dentry_d_name + o.qstr_name) else { return 1 };
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let Ok(name) = read_ptr(dentry, o.dentry_d_name + o.qstr_name) else {
+        return 1;
+    };
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
     let pos = opaque(w.off as usize) & (PATH_BUF_LEN - 1);
     // SAFETY: PATH_OFFSET + pos + NAME_LEN <= PATH_OFFSET + PATH_STORE_LEN, inside the
     // scratch value (the size of the largest event).

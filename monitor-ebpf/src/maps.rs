@@ -3,9 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use monitor_common::{
-    FileKey, HookInfo, KernelConfig, LineageState, NameKey, ProcState, counter,
-};
+use monitor_common::{FileKey, HookInfo, KernelConfig, LineageState, NameKey, ProcState, counter};
 
 use crate::{emit::SCRATCH_LEN, kernel::Walk, probes::open::NameScan};
 

@@ -147,11 +147,20 @@ impl AlertLog {
                     std::fs::create_dir_all(dir)?;
                 }
                 use std::os::unix::fs::OpenOptionsExt;
-                Some(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?)
+                Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .mode(0o640)
+                        .open(p)?,
+                )
             }
             None => None,
         };
-        Ok(Self { path: path.map(Path::to_owned), file })
+        Ok(Self {
+            path: path.map(Path::to_owned),
+            file,
+        })
     }
 
     pub fn write(&mut self, alert: &Alert) -> io::Result<()> {

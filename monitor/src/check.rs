@@ -1,30 +1,277 @@
-//! `pthwatch check`: what this kernel offers and which sensor backend pthwatch will use.
+//! `pthwatch check`: what this kernel offers, which sensor backend pthwatch will use, and
+//! what is degraded or missing.
+//!
+//! Every "yes" is the kernel doing it: programs are really loaded and, where the hook needs
+//! a BTF target or a perf event, attached and detached again. Nothing is inferred from
+//! version numbers or kernel config files. Missing filesystems are looked at in a private
+//! mount namespace, so the check leaves the host as it found it.
 pub mod mounts;
+mod perf;
+mod probes;
+mod syscalls;
 
 use std::fmt;
 
 use serde::Serialize;
 
-/// Filled in by `probe`.
-#[derive(Debug, Serialize)]
-pub struct CapabilityReport {
-    pub kernel: String,
-    pub btf: bool,
-    pub notes: Vec<String>,
+use self::probes::Checks;
+use crate::sensors::Backend;
+
+/// Outcome of one check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Yes,
+    No,
+    /// The kernel has the feature but will not let this process use it (EPERM, EACCES:
+    /// privileges, lockdown, a security policy); treated as "no".
+    Refused,
+    /// The probe itself failed in an unexpected way; treated as "no".
+    Error,
 }
 
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// Stable id, `<section>.<name>`, for scripts reading `--json`.
+    pub id: &'static str,
+    pub what: &'static str,
+    pub status: Status,
+    pub detail: String,
+    /// The errno of a refusal (`"EPERM"`), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CapabilityReport {
+    /// `uname -r`.
+    pub kernel: String,
+    /// `uname -m`.
+    pub machine: String,
+    pub checks: Vec<Check>,
+    /// The sensor backend pthwatch would use; `None` when it cannot protect this host.
+    pub backend: Option<Backend>,
+    /// What works less well than on a fully capable kernel, and why.
+    pub degraded: Vec<String>,
+    /// Why pthwatch cannot protect this host at all; empty when it can.
+    pub cannot_protect: Vec<String>,
+}
+
+impl CapabilityReport {
+    pub fn check(&self, id: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.id == id)
+    }
+}
+
+/// Non-zero when pthwatch cannot protect this host.
+pub fn exit_code(report: &CapabilityReport) -> u8 {
+    u8::from(!report.cannot_protect.is_empty())
+}
+
+/// Probes this kernel. Takes well under a few seconds; needs root for meaningful answers.
 pub fn probe() -> CapabilityReport {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-    CapabilityReport { kernel, btf: std::path::Path::new("/sys/kernel/btf/vmlinux").exists(), notes: Vec::new() }
+    let (kernel, machine) = probes::uname();
+    let mut c = Checks::default();
+    probes::privileges(&mut c);
+    let btf = probes::kernel_btf(&mut c);
+    probes::programs(&mut c);
+    if let Some(btf) = &btf {
+        probes::btf_hooks(&mut c, btf);
+    }
+    probes::lsm(&mut c, btf.as_ref());
+    perf::perf_hooks(&mut c);
+    probes::filesystems(&mut c);
+    c.0.sort_by_key(|check| section_of(check.id).0);
+    let (backend, degraded, cannot_protect) = verdict(&c.0);
+    CapabilityReport {
+        kernel,
+        machine,
+        checks: c.0,
+        backend,
+        degraded,
+        cannot_protect,
+    }
+}
+
+/// Picks the backend and explains what is degraded or blocking, from the checks alone.
+/// Each message says what pthwatch cannot do, then its cause.
+fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
+    let find = |id: &str| checks.iter().find(|c| c.id == id);
+    let ok = |id: &str| find(id).is_some_and(|c| c.status == Status::Yes);
+    let cause = |id: &str| {
+        find(id).map_or_else(
+            || format!("cause: {id} was not probed"),
+            |c| format!("{}: {}", c.what, c.detail),
+        )
+    };
+
+    let mut cannot = Vec::new();
+    if !ok("privileges.bpf") {
+        cannot.push(format!(
+            "cannot load BPF programs; run as root, or grant CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and CAP_SYS_ADMIN. {}",
+            cause("privileges.bpf")
+        ));
+    }
+    if !ok("btf.offsets") {
+        let id = if ok("btf.vmlinux") {
+            "btf.offsets"
+        } else {
+            "btf.vmlinux"
+        };
+        cannot.push(format!(
+            "kernel structure offsets are unknown. {}",
+            cause(id)
+        ));
+    }
+    if !ok("map.ringbuf") {
+        cannot.push(format!(
+            "events cannot reach the daemon (ring buffers need Linux 5.8+). {}",
+            cause("map.ringbuf")
+        ));
+    }
+    if !ok("hook.tp_btf") {
+        cannot.push(format!(
+            "process exec, fork and exit cannot be followed. {}",
+            cause("hook.tp_btf")
+        ));
+    }
+    let lsm = ok("lsm.file_open") && find("lsm.active").is_none_or(|c| c.status != Status::No);
+    let tracepoints = ok("program.tracepoint") && ok("hook.syscall_tracepoints");
+    if !lsm && !tracepoints {
+        cannot.push(format!(
+            "file opens and connects cannot be seen: no BPF LSM and no syscall tracepoints. {}",
+            cause("hook.syscall_tracepoints")
+        ));
+    }
+
+    let mut degraded = Vec::new();
+    if !lsm {
+        let id = if find("lsm.active").is_some_and(|c| c.status == Status::No) {
+            "lsm.active"
+        } else {
+            "lsm.file_open"
+        };
+        degraded.push(format!(
+            "no BPF LSM: io_uring opens are reported as io_uring activity, not resolved to files, and opens are seen as the paths processes pass, not the files they reach. {}",
+            cause(id)
+        ));
+        if ok("kernel.io_uring") && !ok("hook.io_uring") {
+            degraded.push(format!(
+                "io_uring use goes unseen. {}",
+                cause("hook.io_uring")
+            ));
+        }
+        if !ok("hook.syscall_optional") {
+            degraded.push(format!(
+                "some opens and sends go unseen. {}",
+                cause("hook.syscall_optional")
+            ));
+        }
+    }
+    for id in ["program.cgroup_sock_addr", "privileges.net_admin"] {
+        if !ok(id) {
+            degraded.push(format!(
+                "network attempts are reported but cannot be denied in the kernel. {}",
+                cause(id)
+            ));
+        }
+    }
+    for id in ["program.cgroup_skb", "helper.get_socket_cookie"] {
+        if !ok(id) {
+            degraded.push(format!(
+                "packets of sockets a hook used cannot be dropped at egress. {}",
+                cause(id)
+            ));
+        }
+    }
+    if !ok("helper.send_signal") {
+        degraded.push(format!(
+            "kill mode unavailable (alert and block still work). {}",
+            cause("helper.send_signal")
+        ));
+    }
+    if !ok("hook.uprobe") {
+        degraded.push(format!(
+            "the end of interpreter start-up (Py_RunMain) is not seen. {}",
+            cause("hook.uprobe")
+        ));
+    }
+    let backend = match (cannot.is_empty(), lsm) {
+        (false, _) => None,
+        (true, true) => Some(Backend::Lsm),
+        (true, false) => Some(Backend::Tracepoint),
+    };
+    (backend, degraded, cannot)
 }
 
 impl fmt::Display for CapabilityReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kernel  {}", self.kernel)?;
-        writeln!(f, "btf     {}", if self.btf { "yes" } else { "no" })
+        writeln!(
+            f,
+            "pthwatch check: kernel {} ({})",
+            self.kernel, self.machine
+        )?;
+        let width = self.checks.iter().map(|c| c.what.len()).max().unwrap_or(0);
+        let mut section = None;
+        for c in &self.checks {
+            let (rank, title) = section_of(c.id);
+            if section != Some(rank) {
+                section = Some(rank);
+                writeln!(f, "\n{title}")?;
+            }
+            let status = match c.status {
+                Status::Yes => "yes",
+                Status::No => "no",
+                Status::Refused => "REFUSED",
+                Status::Error => "ERROR",
+            };
+            writeln!(f, "  {:<width$}  {status:<7}  {}", c.what, c.detail)?;
+        }
+        let backend = match self.backend {
+            Some(Backend::Lsm) => "BPF LSM",
+            Some(Backend::Tracepoint) => "tracepoints",
+            None => "none",
+        };
+        writeln!(f, "\nbackend: {backend}")?;
+        for (title, items) in [
+            ("degraded", &self.degraded),
+            ("cannot protect this host", &self.cannot_protect),
+        ] {
+            if !items.is_empty() {
+                writeln!(f, "{title}:")?;
+                for item in items {
+                    writeln!(f, "  - {item}")?;
+                }
+            }
+        }
+        if self.cannot_protect.is_empty() {
+            writeln!(f, "pthwatch can protect this host.")?;
+        }
+        Ok(())
     }
 }
 
-pub fn exit_code(r: &CapabilityReport) -> u8 {
-    u8::from(!r.btf)
+/// Report sections, in display order: (id prefix, title).
+const SECTIONS: [(&str, &str); 9] = [
+    ("privileges", "privileges"),
+    ("btf", "BTF"),
+    ("program", "program types (loaded)"),
+    ("helper", "helpers"),
+    ("map", "maps"),
+    ("hook", "hooks (loaded and attached)"),
+    ("lsm", "BPF LSM"),
+    ("kernel", "kernel settings"),
+    ("mount", "filesystems"),
+];
+
+fn section_of(id: &str) -> (usize, &'static str) {
+    let prefix = id.split('.').next().unwrap_or_default();
+    SECTIONS
+        .iter()
+        .enumerate()
+        .find(|(_, (p, _))| *p == prefix)
+        .map_or((SECTIONS.len(), "other"), |(i, (_, title))| (i, *title))
 }
+
+#[cfg(test)]
+mod tests;

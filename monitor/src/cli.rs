@@ -11,7 +11,11 @@ use crate::{
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "pthwatch", version, about = "Stops malicious Python startup hooks before they exfiltrate credentials")]
+#[command(
+    name = "pthwatch",
+    version,
+    about = "Stops malicious Python startup hooks before they exfiltrate credentials"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -106,7 +110,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(crate::check::exit_code(&report)))
         }
-        Command::Run { .. } => anyhow::bail!("run: not wired yet"),
+        Command::Run {
+            mode,
+            alert_log,
+            probation_opens,
+        } => crate::run::run(mode, alert_log.as_deref(), probation_opens),
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
     }
 }
@@ -148,7 +156,10 @@ impl EventSink for TraceSink {
 }
 
 fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<ExitCode> {
-    let opts = SensorOptions { trace_all: all, ..SensorOptions::default() };
+    let opts = SensorOptions {
+        trace_all: all,
+        ..SensorOptions::default()
+    };
     let rt = daemon::start(&opts)?;
     let mut sink = TraceSink {
         root: pid,
@@ -157,15 +168,22 @@ fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<Exit
     };
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", serde_json::json!({"event": "ready", "pid": std::process::id()}))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"event": "ready", "pid": std::process::id()})
+        )?;
         out.flush()?;
     }
     let _ = crate::notify::notify("READY=1");
     let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut sink, duration))?;
     let counters = sensors.counters();
-    tracing::info!(?stop, ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize], "trace stopped");
+    tracing::info!(
+        ?stop,
+        ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize],
+        "trace stopped"
+    );
     drop(sensors);
     let _ = sink.out.flush();
     Ok(ExitCode::SUCCESS)
 }
-

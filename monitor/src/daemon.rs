@@ -28,11 +28,13 @@ pub struct Runtime {
 /// Mounts what the kernel side needs, loads and attaches the sensors, and starts
 /// tracking the Python processes that are already running.
 pub fn start(opts: &SensorOptions) -> Result<Runtime> {
-    let tracefs = mounts::ensure_tracefs().context("tracefs is needed for the syscall tracepoints")?;
+    let tracefs =
+        mounts::ensure_tracefs().context("tracefs is needed for the syscall tracepoints")?;
     if let Err(e) = mounts::ensure_bpffs() {
         tracing::warn!(error = %e, "bpffs unavailable: maps and links cannot be pinned");
     }
-    let cgroup = mounts::cgroup2_root().context("cgroup v2 is needed for in-kernel network decisions")?;
+    let cgroup =
+        mounts::cgroup2_root().context("cgroup v2 is needed for in-kernel network decisions")?;
     let offsets = Btf::from_sys_fs()
         .and_then(|btf| btf.kernel_offsets())
         .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
@@ -43,7 +45,14 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
         if tgid == std::process::id() {
             continue;
         }
-        let state = ProcState { flags, hook_tid: 0, lineage: 0, start_ns, budget: 0, ppid };
+        let state = ProcState {
+            flags,
+            hook_tid: 0,
+            lineage: 0,
+            start_ns,
+            budget: 0,
+            ppid,
+        };
         match sensors.track_process(tgid, state) {
             Ok(()) => seeded += 1,
             Err(e) => tracing::warn!(tgid, error = %e, "could not track a running process"),
@@ -55,8 +64,14 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
         python_lineages = seeded,
         "sensors attached"
     );
-    let events = sensors.take_events().context("event ring buffer already taken")?;
-    Ok(Runtime { sensors, procs, events })
+    let events = sensors
+        .take_events()
+        .context("event ring buffer already taken")?;
+    Ok(Runtime {
+        sensors,
+        procs,
+        events,
+    })
 }
 
 /// What the event loop hands events and ticks to.
@@ -89,10 +104,15 @@ pub async fn event_loop(
     sink: &mut dyn EventSink,
     deadline: Option<Duration>,
 ) -> Result<(Stop, Sensors)> {
-    let Runtime { mut sensors, mut procs, events } = rt;
+    let Runtime {
+        mut sensors,
+        mut procs,
+        events,
+    } = rt;
     let fd_probe = events.as_raw_fd();
     tracing::debug!(fd = fd_probe, "reading events");
-    let mut ring = AsyncFd::with_interest(events, tokio::io::Interest::READABLE).context("registering the ring buffer with tokio")?;
+    let mut ring = AsyncFd::with_interest(events, tokio::io::Interest::READABLE)
+        .context("registering the ring buffer with tokio")?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -137,7 +157,10 @@ pub async fn event_loop(
         }
     };
     // Drain what is already there so nothing the kernel reported is lost at shutdown.
-    let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+    let mut parts = RuntimeParts {
+        sensors: &mut sensors,
+        procs: &mut procs,
+    };
     let rb = ring.get_mut();
     while let Some(item) = rb.next() {
         if let Ok(event) = events::decode(&item) {

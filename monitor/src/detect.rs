@@ -109,7 +109,10 @@ impl Detector {
     }
 
     fn lineage(&mut self, id: u64, tgid: u32) -> &mut Lineage {
-        let l = self.lineages.entry(id).or_insert_with(|| Lineage { root_tgid: tgid, ..Lineage::default() });
+        let l = self.lineages.entry(id).or_insert_with(|| Lineage {
+            root_tgid: tgid,
+            ..Lineage::default()
+        });
         l.members.insert(tgid);
         l.last_seen = Some(Instant::now());
         l
@@ -127,9 +130,15 @@ impl Detector {
         let path = o.path.to_string_lossy().into_owned();
         let kernel_cred = o.match_flags & (open_match::CRED_INODE | open_match::CRED_NAME) != 0;
         let regular = o.mode & 0o170_000 == 0o100_000;
-        let user_cred = regular && !kernel_cred && self.catalog.classify_path(&o.path, &self.homes).is_some();
-        let writes = o.flags & O_ACCMODE != libc::O_RDONLY as u32 || o.flags & (O_CREAT | O_TRUNC) != 0;
-        let persistence = if writes && regular { persistence_kind(&o.path) } else { None };
+        let user_cred =
+            regular && !kernel_cred && self.catalog.classify_path(&o.path, &self.homes).is_some();
+        let writes =
+            o.flags & O_ACCMODE != libc::O_RDONLY as u32 || o.flags & (O_CREAT | O_TRUNC) != 0;
+        let persistence = if writes && regular {
+            persistence_kind(&o.path)
+        } else {
+            None
+        };
         let l = self.lineage(h.lineage, h.tgid);
         if kernel_cred || user_cred {
             if !l.credentials.contains(&path) {
@@ -153,15 +162,28 @@ impl Detector {
         }
         if new_persistence {
             let action = self.respond_outside_kernel(rt, h.lineage);
-            let summary = format!("a startup hook's lineage wrote {path}, where programs start themselves");
-            self.fire(rt, h.lineage, "hook_persistence", Severity::High, action, h.tgid, None, summary, true);
+            let summary =
+                format!("a startup hook's lineage wrote {path}, where programs start themselves");
+            self.fire(
+                rt,
+                h.lineage,
+                "hook_persistence",
+                Severity::High,
+                action,
+                h.tgid,
+                None,
+                summary,
+                true,
+            );
         }
     }
 
     /// An interpreter opened a startup hook during start-up.
     fn on_hook_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open, key: FileKey) {
         let h = &o.header;
-        let Some(hook) = self.hooks.get_or_read(key, &o.path, h.tgid) else { return };
+        let Some(hook) = self.hooks.get_or_read(key, &o.path, h.tgid) else {
+            return;
+        };
         let class = hook.class.kernel_class();
         if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != class {
             // Teach the kernel, so the next interpreter gets the right attribution.
@@ -182,7 +204,17 @@ impl Detector {
                 "an executable startup hook that is not a known-benign form ran: {}",
                 hook.path.display()
             );
-            let alert = self.build(rt, h.lineage, "unknown_startup_hook", Severity::Medium, Action::Alert, h.tgid, None, summary, Some(&hook));
+            let alert = self.build(
+                rt,
+                h.lineage,
+                "unknown_startup_hook",
+                Severity::Medium,
+                Action::Alert,
+                h.tgid,
+                None,
+                summary,
+                Some(&hook),
+            );
             self.emit(alert);
         }
     }
@@ -197,8 +229,21 @@ impl Detector {
         let l = self.lineage(h.lineage, h.tgid);
         if l.written.contains(&key) || memfd {
             let action = self.respond_outside_kernel(rt, h.lineage);
-            let summary = format!("a startup hook's lineage executed a file it wrote: {}", e.exe.display());
-            self.fire(rt, h.lineage, "hook_exec_written_file", Severity::High, action, h.tgid, None, summary, true);
+            let summary = format!(
+                "a startup hook's lineage executed a file it wrote: {}",
+                e.exe.display()
+            );
+            self.fire(
+                rt,
+                h.lineage,
+                "hook_exec_written_file",
+                Severity::High,
+                action,
+                h.tgid,
+                None,
+                summary,
+                true,
+            );
         }
     }
 
@@ -214,13 +259,20 @@ impl Detector {
             verdict::DENIED => Action::Blocked,
             _ => Action::Alert,
         };
-        let tgid = if h.tgid != 0 { h.tgid } else { self.lineages.get(&h.lineage).map_or(0, |l| l.root_tgid) };
+        let tgid = if h.tgid != 0 {
+            h.tgid
+        } else {
+            self.lineages.get(&h.lineage).map_or(0, |l| l.root_tgid)
+        };
+        let kill_mode = self.mode == Mode::Kill;
         let l = self.lineage(h.lineage, tgid);
         if !inet && n.verdict == verdict::ALLOWED {
             return;
         }
         l.network_attempted = true;
-        if !(l.tainted() || n.verdict != verdict::ALLOWED) || l.fired.contains("hook_credential_exfiltration") {
+        if !(l.tainted() || n.verdict != verdict::ALLOWED)
+            || l.fired.contains("hook_credential_exfiltration")
+        {
             return;
         }
         let deadline = Instant::now() + SETTLE;
@@ -235,7 +287,7 @@ impl Detector {
             }
             None => l.pending_net = Some((deadline, action, n.clone())),
         }
-        if action == Action::Killed || self.mode == Mode::Kill {
+        if action == Action::Killed || kill_mode {
             kill_members(rt.procs, l);
         }
     }
@@ -255,7 +307,10 @@ impl Detector {
         Action::Killed
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site per rule; a struct would only rename them")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per rule; a struct would only rename them"
+    )]
     fn fire(
         &mut self,
         rt: &mut RuntimeParts<'_>,
@@ -269,12 +324,16 @@ impl Detector {
         once: bool,
     ) {
         if once {
-            let Some(l) = self.lineages.get_mut(&lineage) else { return };
+            let Some(l) = self.lineages.get_mut(&lineage) else {
+                return;
+            };
             if !l.fired.insert(rule) {
                 return;
             }
         }
-        let alert = self.build(rt, lineage, rule, severity, action, tgid, net, summary, None);
+        let alert = self.build(
+            rt, lineage, rule, severity, action, tgid, net, summary, None,
+        );
         self.emit(alert);
     }
 
@@ -299,7 +358,9 @@ impl Detector {
             pid: tgid,
             ppid: info.map_or(0, |p| p.ppid),
             uid: info.map_or(u32::MAX, |p| p.uid),
-            exe: info.map(|p| p.exe.to_string_lossy().into_owned()).unwrap_or_default(),
+            exe: info
+                .map(|p| p.exe.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             cmdline: info.map(|p| p.argv.clone()).unwrap_or_default(),
         };
         let lineage_chain = procs
@@ -307,11 +368,18 @@ impl Detector {
             .into_iter()
             .map(|pid| LineageEntry {
                 pid,
-                exe: procs.get(pid).map(|p| p.exe.to_string_lossy().into_owned()).unwrap_or_default(),
+                exe: procs
+                    .get(pid)
+                    .map(|p| p.exe.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             })
             .collect();
         let destination = net.and_then(|n| {
-            n.addr.map(|a| Destination { address: a.to_string(), port: n.port, protocol: protocol_name(n.protocol).to_owned() })
+            n.addr.map(|a| Destination {
+                address: a.to_string(),
+                port: n.port,
+                protocol: protocol_name(n.protocol).to_owned(),
+            })
         });
         Alert {
             id: alert_id(lineage, rule),
@@ -327,7 +395,10 @@ impl Detector {
             credentials: l.map(|l| l.credentials.clone()).unwrap_or_default(),
             destination,
             persistence: l.map(|l| l.persistence.clone()).unwrap_or_default(),
-            container: ContainerRef { cgroup_id: info.map_or(0, |p| p.cgroup_id), ..ContainerRef::default() },
+            container: ContainerRef {
+                cgroup_id: info.map_or(0, |p| p.cgroup_id),
+                ..ContainerRef::default()
+            },
             lineage_id: lineage,
         }
     }
@@ -363,19 +434,52 @@ impl Detector {
         for (id, what, action, net) in due {
             let tgid = net.as_ref().map_or_else(
                 || self.lineages.get(&id).map_or(0, |l| l.root_tgid),
-                |n| if n.header.tgid != 0 { n.header.tgid } else { self.lineages.get(&id).map_or(0, |l| l.root_tgid) },
+                |n| {
+                    if n.header.tgid != 0 {
+                        n.header.tgid
+                    } else {
+                        self.lineages.get(&id).map_or(0, |l| l.root_tgid)
+                    }
+                },
             );
             if what == "net" {
-                let dest = net.as_ref().and_then(|n| n.addr.map(|a| format!("{a}:{}", n.port))).unwrap_or_else(|| "a socket it already held".to_owned());
-                let summary = format!("a startup hook's lineage read credentials and then contacted {dest}");
-                self.fire(rt, id, "hook_credential_exfiltration", Severity::Critical, action, tgid, net.as_ref(), summary, true);
+                let dest = net
+                    .as_ref()
+                    .and_then(|n| n.addr.map(|a| format!("{a}:{}", n.port)))
+                    .unwrap_or_else(|| "a socket it already held".to_owned());
+                let summary =
+                    format!("a startup hook's lineage read credentials and then contacted {dest}");
+                self.fire(
+                    rt,
+                    id,
+                    "hook_credential_exfiltration",
+                    Severity::Critical,
+                    action,
+                    tgid,
+                    net.as_ref(),
+                    summary,
+                    true,
+                );
             } else {
                 let action = self.respond_outside_kernel(rt, id);
                 let summary = "a startup hook's lineage read credentials".to_owned();
-                self.fire(rt, id, "hook_credential_access", Severity::High, action, tgid, None, summary, true);
+                self.fire(
+                    rt,
+                    id,
+                    "hook_credential_access",
+                    Severity::High,
+                    action,
+                    tgid,
+                    None,
+                    summary,
+                    true,
+                );
             }
         }
-        self.lineages.retain(|_, l| l.last_seen.is_none_or(|t| now.duration_since(t) < LINEAGE_TTL));
+        self.lineages.retain(|_, l| {
+            l.last_seen
+                .is_none_or(|t| now.duration_since(t) < LINEAGE_TTL)
+        });
     }
 }
 
@@ -386,7 +490,9 @@ impl EventSink for Detector {
             Event::Exec(e) => self.on_exec(rt, e),
             Event::Net(n) => self.on_net(rt, n),
             Event::Fork(f) if f.header.lineage != 0 => {
-                self.lineage(f.header.lineage, f.header.tgid).members.insert(f.child_tgid);
+                self.lineage(f.header.lineage, f.header.tgid)
+                    .members
+                    .insert(f.child_tgid);
             }
             Event::IoUring(u) if u.header.lineage != 0 => {
                 let l = self.lineage(u.header.lineage, u.header.tgid);
@@ -447,7 +553,13 @@ fn alert_id(lineage: u64, rule: &str) -> String {
     let mut h = Sha256::new();
     h.update(lineage.to_le_bytes());
     h.update(rule.as_bytes());
-    h.update(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos().to_le_bytes());
+    h.update(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_le_bytes(),
+    );
     let d = h.finalize();
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

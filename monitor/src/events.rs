@@ -110,7 +110,10 @@ fn read_struct<T: Copy>(bytes: &[u8]) -> T {
 /// Reads a fixed-size event, or the fixed part of a variable-size one.
 fn fixed<T: Copy>(bytes: &[u8], kind: EventKind, fixed_len: usize) -> Result<T, DecodeError> {
     if bytes.len() < fixed_len {
-        return Err(DecodeError::Truncated { kind, len: bytes.len() });
+        return Err(DecodeError::Truncated {
+            kind,
+            len: bytes.len(),
+        });
     }
     if bytes.len() >= size_of::<T>() {
         return Ok(read_struct(bytes));
@@ -157,7 +160,9 @@ fn cstr(raw: &[u8]) -> String {
 
 fn ip(family: u16, addr: [u8; 16]) -> Option<IpAddr> {
     match family {
-        2 => Some(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))),
+        2 => Some(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
         10 => Some(IpAddr::V6(Ipv6Addr::from(addr))),
         _ => None,
     }
@@ -231,7 +236,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         EventKind::IoUring => {
             let e: IoUringEvent = fixed(bytes, kind, size_of::<IoUringEvent>())?;
-            Event::IoUring(IoUring { header, kind: e.kind, opcode: e.opcode, fd: e.fd })
+            Event::IoUring(IoUring {
+                header,
+                kind: e.kind,
+                opcode: e.opcode,
+                fd: e.fd,
+            })
         }
         EventKind::StartupDone => Event::StartupDone(header),
     })

@@ -27,14 +27,25 @@ pub struct HookBook {
 }
 
 fn stamp(meta: &std::fs::Metadata) -> (i64, u64) {
-    (meta.mtime() * 1_000_000_000 + meta.mtime_nsec(), meta.size())
+    (
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.size(),
+    )
 }
 
 impl HookBook {
     pub fn insert(&mut self, hook: Hook) {
         let key = file_key_of(hook.dev, hook.ino);
-        let stamp = std::fs::metadata(&hook.path).map(|m| stamp(&m)).unwrap_or_default();
-        self.by_key.insert(key, Entry { hook: Arc::new(hook), stamp });
+        let stamp = std::fs::metadata(&hook.path)
+            .map(|m| stamp(&m))
+            .unwrap_or_default();
+        self.by_key.insert(
+            key,
+            Entry {
+                hook: Arc::new(hook),
+                stamp,
+            },
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -50,7 +61,9 @@ impl HookBook {
     pub fn get_or_read(&mut self, key: FileKey, path: &Path, tgid: u32) -> Option<Arc<Hook>> {
         let candidates = host_paths(path, tgid);
         for host_path in &candidates {
-            let Ok(meta) = std::fs::metadata(host_path) else { continue };
+            let Ok(meta) = std::fs::metadata(host_path) else {
+                continue;
+            };
             if file_key_of(meta.dev(), meta.ino()) != key {
                 continue;
             }
@@ -64,7 +77,13 @@ impl HookBook {
             match inventory::read_hook(path, root.as_deref()) {
                 Ok(hook) => {
                     let hook = Arc::new(hook);
-                    self.by_key.insert(key, Entry { hook: Arc::clone(&hook), stamp: st });
+                    self.by_key.insert(
+                        key,
+                        Entry {
+                            hook: Arc::clone(&hook),
+                            stamp: st,
+                        },
+                    );
                     return Some(hook);
                 }
                 Err(e) => {
@@ -86,5 +105,8 @@ impl HookBook {
 /// (containers), then as is.
 fn host_paths(path: &Path, tgid: u32) -> Vec<PathBuf> {
     let rel = path.strip_prefix("/").unwrap_or(path);
-    vec![PathBuf::from(format!("/proc/{tgid}/root")).join(rel), path.to_owned()]
+    vec![
+        PathBuf::from(format!("/proc/{tgid}/root")).join(rel),
+        path.to_owned(),
+    ]
 }

@@ -7,13 +7,13 @@ mod check;
 mod cli;
 mod credentials;
 mod daemon;
-// mod detect;
+mod detect;
 mod events;
-// mod hookbook;
+mod hookbook;
 mod inventory;
 mod notify;
 mod proctable;
-// mod run;
+mod run;
 mod sensors;
 mod trace;
 

@@ -40,12 +40,18 @@ pub struct ProcessTable {
 fn ns_per_tick() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { 1_000_000_000 / hz as u64 } else { 10_000_000 }
+    if hz > 0 {
+        1_000_000_000 / hz as u64
+    } else {
+        10_000_000
+    }
 }
 
 /// Whether a path or name looks like a Python interpreter (`python`, `python3.11`, ...).
 pub fn is_python_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix("python") else { return false };
+    let Some(rest) = name.strip_prefix("python") else {
+        return false;
+    };
     rest.is_empty() || rest.starts_with('3') || rest.starts_with('2')
 }
 
@@ -54,7 +60,9 @@ impl ProcessTable {
     /// skipped: they are not an error.
     pub fn seed_from_procfs() -> Self {
         let mut table = Self::default();
-        let Ok(all) = procfs::process::all_processes() else { return table };
+        let Ok(all) = procfs::process::all_processes() else {
+            return table;
+        };
         let tick = ns_per_tick();
         for proc in all.flatten() {
             let Ok(stat) = proc.stat() else { continue };
@@ -83,11 +91,16 @@ impl ProcessTable {
     pub fn python_lineages(&self) -> Vec<(u32, u64, u32, u32)> {
         let mut out = Vec::new();
         for info in self.procs.values() {
-            let name = info.exe.file_name().map(|n| n.to_string_lossy().into_owned());
+            let name = info
+                .exe
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
             let python = name.as_deref().is_some_and(is_python_name) || is_python_name(&info.comm);
             let in_lineage = self.ancestors(info.tgid).iter().skip(1).any(|a| {
                 self.procs.get(a).is_some_and(|p| {
-                    p.exe.file_name().is_some_and(|n| is_python_name(&n.to_string_lossy()))
+                    p.exe
+                        .file_name()
+                        .is_some_and(|n| is_python_name(&n.to_string_lossy()))
                 })
             });
             if python || in_lineage {
@@ -149,7 +162,11 @@ impl ProcessTable {
             self.procs.remove(&tgid);
         }
         self.procs.entry(tgid).or_insert_with(|| {
-            Self::from_procfs(tgid).unwrap_or(ProcInfo { tgid, start_ns, ..ProcInfo::default() })
+            Self::from_procfs(tgid).unwrap_or(ProcInfo {
+                tgid,
+                start_ns,
+                ..ProcInfo::default()
+            })
         })
     }
 
@@ -209,7 +226,10 @@ impl ProcessTable {
     /// Drops processes that exited more than the grace period ago.
     pub fn gc(&mut self) {
         let now = Instant::now();
-        self.procs.retain(|_, p| p.exited.is_none_or(|t| now.duration_since(t) < EXITED_GRACE));
+        self.procs.retain(|_, p| {
+            p.exited
+                .is_none_or(|t| now.duration_since(t) < EXITED_GRACE)
+        });
     }
 }
 
@@ -219,7 +239,13 @@ mod tests {
 
     #[test]
     fn python_names() {
-        for n in ["python", "python3", "python3.11", "python2.7", "python3.13t"] {
+        for n in [
+            "python",
+            "python3",
+            "python3.11",
+            "python2.7",
+            "python3.13t",
+        ] {
             assert!(is_python_name(n), "{n}");
         }
         for n in ["pythonista", "ipython", "py", "bash", "python-config"] {
@@ -230,8 +256,22 @@ mod tests {
     #[test]
     fn ancestors_stop_at_cycles() {
         let mut t = ProcessTable::default();
-        t.procs.insert(10, ProcInfo { tgid: 10, ppid: 11, ..ProcInfo::default() });
-        t.procs.insert(11, ProcInfo { tgid: 11, ppid: 10, ..ProcInfo::default() });
+        t.procs.insert(
+            10,
+            ProcInfo {
+                tgid: 10,
+                ppid: 11,
+                ..ProcInfo::default()
+            },
+        );
+        t.procs.insert(
+            11,
+            ProcInfo {
+                tgid: 11,
+                ppid: 10,
+                ..ProcInfo::default()
+            },
+        );
         assert_eq!(t.ancestors(10), vec![10, 11]);
     }
 

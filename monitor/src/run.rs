@@ -18,9 +18,17 @@ use crate::{
 };
 
 pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result<ExitCode> {
-    let log = AlertLog::open(alert_log)
-        .with_context(|| format!("opening the alert log {}", alert_log.map_or("stdout".into(), |p| p.display().to_string())))?;
-    let opts = SensorOptions { mode: mode.kernel(), probation_opens, ..SensorOptions::default() };
+    let log = AlertLog::open(alert_log).with_context(|| {
+        format!(
+            "opening the alert log {}",
+            alert_log.map_or("stdout".into(), |p| p.display().to_string())
+        )
+    })?;
+    let opts = SensorOptions {
+        mode: mode.kernel(),
+        probation_opens,
+        ..SensorOptions::default()
+    };
     let mut rt = daemon::start(&opts)?;
     let homes = credentials::discover_homes(Path::new("/"));
     let hooks = load_inventory(&mut rt, &homes);
@@ -32,7 +40,12 @@ pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result
     let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut detector, None))?;
     let _ = notify("STOPPING=1");
     let counters = sensors.counters();
-    tracing::info!(?stop, alerts = detector.alerts_written, ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize], "pthwatch stopped");
+    tracing::info!(
+        ?stop,
+        alerts = detector.alerts_written,
+        ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize],
+        "pthwatch stopped"
+    );
     drop(sensors);
     Ok(ExitCode::SUCCESS)
 }
@@ -56,7 +69,9 @@ fn load_inventory(rt: &mut Runtime, homes: &[std::path::PathBuf]) -> HookBook {
                     tracing::warn!(path = %interp.path.display(), error = %e, "could not record interpreter");
                 }
             }
-            Err(e) => tracing::warn!(path = %interp.path.display(), error = %e, "interpreter vanished"),
+            Err(e) => {
+                tracing::warn!(path = %interp.path.display(), error = %e, "interpreter vanished")
+            }
         }
         if let Some(target) = &interp.runmain_target {
             if let Err(e) = rt.sensors.attach_runmain(target) {
@@ -68,7 +83,11 @@ fn load_inventory(rt: &mut Runtime, homes: &[std::path::PathBuf]) -> HookBook {
     for hook in inventory.hooks {
         let class = hook.class.kernel_class();
         let mut keys = vec![file_key_of(hook.dev, hook.ino)];
-        keys.extend(hook.bytecode.iter().map(|(_, dev, ino)| file_key_of(*dev, *ino)));
+        keys.extend(
+            hook.bytecode
+                .iter()
+                .map(|(_, dev, ino)| file_key_of(*dev, *ino)),
+        );
         for key in keys {
             if let Err(e) = rt.sensors.set_hook(key, class) {
                 tracing::warn!(path = %hook.path.display(), error = %e, "could not record hook");
@@ -92,7 +111,9 @@ fn load_catalog(rt: &mut Runtime, catalog: &CredentialCatalog, homes: &[std::pat
     for cred in &resolved {
         match rt.sensors.set_credential(cred.key, cred.category as u32) {
             Ok(()) => files += 1,
-            Err(e) => tracing::warn!(path = %cred.path.display(), error = %e, "could not record credential"),
+            Err(e) => {
+                tracing::warn!(path = %cred.path.display(), error = %e, "could not record credential")
+            }
         }
     }
     let names = catalog.name_keys();

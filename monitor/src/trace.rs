@@ -10,7 +10,11 @@ use crate::{events::Event, sensors::split_kernel_dev};
 
 /// Names of the set bits of a flag word, from a table.
 fn flag_names(value: u32, table: &[(u32, &'static str)]) -> Vec<&'static str> {
-    table.iter().filter(|(bit, _)| value & bit != 0).map(|(_, name)| *name).collect()
+    table
+        .iter()
+        .filter(|(bit, _)| value & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 const PROC_FLAGS: &[(u32, &str)] = &[
@@ -129,7 +133,10 @@ pub fn event_json(event: &Event) -> Value {
             m.insert("dev".into(), json!(dev_string(e.dev)));
             m.insert("access".into(), json!(access_name(e.flags)));
             m.insert("create".into(), json!(e.flags as i32 & libc::O_CREAT != 0));
-            m.insert("truncate".into(), json!(e.flags as i32 & libc::O_TRUNC != 0));
+            m.insert(
+                "truncate".into(),
+                json!(e.flags as i32 & libc::O_TRUNC != 0),
+            );
             m.insert("directory".into(), json!(e.mode & 0o170_000 == 0o040_000));
             m.insert("fd".into(), json!(e.fd));
             m.insert("syscall".into(), json!(open_source_name(e.source)));
@@ -138,7 +145,10 @@ pub fn event_json(event: &Event) -> Value {
         Event::Net(e) => {
             m = header_json("net", &e.header);
             m.insert("family".into(), json!(family_name(e.family)));
-            m.insert("address".into(), json!(e.addr.map(|a: IpAddr| a.to_string())));
+            m.insert(
+                "address".into(),
+                json!(e.addr.map(|a: IpAddr| a.to_string())),
+            );
             m.insert("port".into(), json!(e.port));
             m.insert("protocol".into(), json!(protocol_name(e.protocol)));
             m.insert("cookie".into(), json!(e.cookie));
@@ -147,7 +157,11 @@ pub fn event_json(event: &Event) -> Value {
         }
         Event::IoUring(e) => {
             m = header_json("io_uring", &e.header);
-            let kind = if e.kind == iouring_kind::CREATE { "create" } else { "submit" };
+            let kind = if e.kind == iouring_kind::CREATE {
+                "create"
+            } else {
+                "submit"
+            };
             m.insert("kind".into(), json!(kind));
             m.insert("opcode".into(), json!(e.opcode));
             m.insert("fd".into(), json!(e.fd));

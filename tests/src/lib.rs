@@ -27,9 +27,15 @@ pub fn pthwatch_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PTHWATCH_BIN") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let path = root.join("target/release/pthwatch");
-    assert!(path.exists(), "{} missing: run `cargo build --release` (or set PTHWATCH_BIN)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --release` (or set PTHWATCH_BIN)",
+        path.display()
+    );
     path
 }
 
@@ -60,16 +66,40 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new(name: &str) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let root = std::env::temp_dir().join(format!("pthwatch-test-{name}-{}-{n}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("pthwatch-test-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let home = root.join("home");
         let site = home.join(".local/lib/python3.11/site-packages");
         std::fs::create_dir_all(&site).expect("create site dir");
         let canary = format!("CANARY-{}-{n}-{}", std::process::id(), name);
-        let sb = Self { root, home, site, canary };
-        sb.write(".ssh/id_ed25519", &format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n", sb.canary));
-        sb.write(".aws/credentials", &format!("[default]\naws_access_key_id = AKIA{}\naws_secret_access_key = {}\n", "TEST", sb.canary));
-        sb.write(".pypirc", &format!("[pypi]\nusername = __token__\npassword = pypi-{}\n", sb.canary));
+        let sb = Self {
+            root,
+            home,
+            site,
+            canary,
+        };
+        sb.write(
+            ".ssh/id_ed25519",
+            &format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+                sb.canary
+            ),
+        );
+        sb.write(
+            ".aws/credentials",
+            &format!(
+                "[default]\naws_access_key_id = AKIA{}\naws_secret_access_key = {}\n",
+                "TEST", sb.canary
+            ),
+        );
+        sb.write(
+            ".pypirc",
+            &format!(
+                "[pypi]\nusername = __token__\npassword = pypi-{}\n",
+                sb.canary
+            ),
+        );
         sb.write("notes.txt", "nothing secret here\n");
         sb
     }
@@ -122,7 +152,11 @@ impl Drop for Sandbox {
 
 /// Runs a command with a time limit; returns (exit code, or -signal; output).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let reader = thread::spawn(move || {
@@ -145,7 +179,9 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String) {
     };
     let output = reader.join().unwrap_or_default();
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+    let code = status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0));
     (code, output)
 }
 
@@ -186,8 +222,13 @@ impl Tracer {
                 sink.lock().expect("lock").push(v);
             }
         });
-        rx.recv_timeout(Duration::from_secs(60)).expect("pthwatch trace did not become ready");
-        Self { child, lines, reader: Some(reader) }
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("pthwatch trace did not become ready");
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
     }
 
     /// Stops the tracer (SIGTERM) and returns every event it printed.
@@ -226,7 +267,8 @@ impl Daemon {
         std::fs::create_dir_all(&dir).expect("daemon dir");
         let sock_path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-        sock.set_read_timeout(Some(Duration::from_secs(90))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_secs(90)))
+            .expect("timeout");
         let alert_log = dir.join("alerts.jsonl");
         let child = Command::new(pthwatch_bin())
             .args(["run", "--mode", mode, "--alert-log"])
@@ -239,13 +281,19 @@ impl Daemon {
             .expect("spawn pthwatch run");
         let mut buf = [0u8; 512];
         loop {
-            let n = sock.recv(&mut buf).expect("pthwatch run did not send READY=1 in time");
+            let n = sock
+                .recv(&mut buf)
+                .expect("pthwatch run did not send READY=1 in time");
             let msg = String::from_utf8_lossy(&buf[..n]);
             if msg.lines().any(|l| l == "READY=1") {
                 break;
             }
         }
-        Self { child, alert_log, dir }
+        Self {
+            child,
+            alert_log,
+            dir,
+        }
     }
 
     /// The alerts written so far.
@@ -285,10 +333,15 @@ impl Drop for Daemon {
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
     text.lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("alert log line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("alert log line is not JSON ({e}): {l}"))
+        })
         .collect()
 }
 
@@ -355,7 +408,8 @@ impl UdpSink {
     pub fn start() -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = sock.local_addr().expect("addr").port();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         let bytes = Arc::new(AtomicU64::new(0));
         let b = Arc::clone(&bytes);
         thread::spawn(move || {
@@ -383,7 +437,10 @@ pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 /// Open events whose resolved path is `path`.
 pub fn opens_of<'a>(events: &'a [Value], path: &Path) -> Vec<&'a Value> {
     let p = path.to_string_lossy();
-    events.iter().filter(|e| e["event"] == "open" && e["path"] == *p).collect()
+    events
+        .iter()
+        .filter(|e| e["event"] == "open" && e["path"] == *p)
+        .collect()
 }
 
 /// Resolves symlinks in a temp path the way the kernel reports it (`/tmp` may be a link).

@@ -10,7 +10,10 @@ use serde_json::Value;
 
 fn with_inert_pth(sb: &Sandbox) {
     // A path-only .pth, as many packages ship: present, read at start-up, never executed.
-    sb.pth("extra_paths.pth", &format!("{}\n", sb.home.join("lib").display()));
+    sb.pth(
+        "extra_paths.pth",
+        &format!("{}\n", sb.home.join("lib").display()),
+    );
 }
 
 fn tgid(e: &Value) -> u64 {
@@ -53,14 +56,21 @@ print(os.getpid())
     let events = tracer.stop();
     assert_eq!(code, 0, "python failed: {out}");
     let pid: u64 = out.trim().parse().expect("pid printed");
-    let opens: Vec<&Value> = opens_of(&events, &target).into_iter().filter(|e| tgid(e) == pid).collect();
+    let opens: Vec<&Value> = opens_of(&events, &target)
+        .into_iter()
+        .filter(|e| tgid(e) == pid)
+        .collect();
     assert!(
         opens.len() >= 4,
         "relative, dirfd, symlink and /proc/self/root opens must all resolve to {}: got {opens:#?}",
         target.display()
     );
     let ino = opens[0]["ino"].clone();
-    assert!(opens.iter().all(|e| e["ino"] == ino && e["dev"] == opens[0]["dev"]));
+    assert!(
+        opens
+            .iter()
+            .all(|e| e["ino"] == ino && e["dev"] == opens[0]["dev"])
+    );
     let hard_opens = opens_of(&events, &real(&hard));
     assert!(!hard_opens.is_empty(), "hardlink open missing");
     assert_eq!(hard_opens[0]["ino"], ino, "a hardlink is the same inode");
@@ -79,17 +89,36 @@ fn a_renamed_copy_of_the_interpreter_is_tracked() {
     let target = real(&sb.write("data/renamed.txt", "x\n"));
     let tracer = Tracer::start();
     let (code, out) = run_bounded(
-        sb.command(&copy).args(["-c", &format!("import os; open({:?}).close(); print(os.getpid())", target)]),
+        sb.command(&copy).args([
+            "-c",
+            &format!("import os; open({:?}).close(); print(os.getpid())", target),
+        ]),
         Duration::from_secs(60),
     );
     let events = tracer.stop();
     assert_eq!(code, 0, "renamed interpreter failed: {out}");
-    let pid: u64 = out.lines().last().unwrap_or_default().trim().parse().expect("pid printed");
-    let opens: Vec<&Value> = opens_of(&events, &target).into_iter().filter(|e| tgid(e) == pid).collect();
-    assert_eq!(opens.len(), 1, "the renamed interpreter's open must be traced: {opens:#?}");
+    let pid: u64 = out
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .expect("pid printed");
+    let opens: Vec<&Value> = opens_of(&events, &target)
+        .into_iter()
+        .filter(|e| tgid(e) == pid)
+        .collect();
+    assert_eq!(
+        opens.len(),
+        1,
+        "the renamed interpreter's open must be traced: {opens:#?}"
+    );
     let flags = opens[0]["flags"].as_array().unwrap();
     assert!(flags.contains(&Value::from("python")));
-    assert!(flags.contains(&Value::from("by_behaviour")), "recognised by behaviour: {flags:?}");
+    assert!(
+        flags.contains(&Value::from("by_behaviour")),
+        "recognised by behaviour: {flags:?}"
+    );
 }
 
 #[test]
@@ -101,9 +130,15 @@ fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
     with_inert_pth(&sb);
     let target = real(&sb.write("data/chain.txt", "chain\n"));
     let tracer = Tracer::start();
-    let (code, out) = sb.python(&["-c", &format!("import os; os.system('cat {}')", target.display())]);
+    let (code, out) = sb.python(&[
+        "-c",
+        &format!("import os; os.system('cat {}')", target.display()),
+    ]);
     // The same file, opened by a process with no Python in its ancestry.
-    let (cat_code, _) = run_bounded(Command::new("/bin/cat").arg(&target), Duration::from_secs(10));
+    let (cat_code, _) = run_bounded(
+        Command::new("/bin/cat").arg(&target),
+        Duration::from_secs(10),
+    );
     let events = tracer.stop();
     assert_eq!(code, 0, "{out}");
     assert_eq!(cat_code, 0);
@@ -111,14 +146,23 @@ fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
     assert_eq!(opens.len(), 1, "only the cat started by python: {opens:#?}");
     let cat_pid = tgid(opens[0]);
     let execs = of_kind(&events, "exec");
-    let cat_exec = execs.iter().find(|e| tgid(e) == cat_pid).expect("exec of cat traced");
+    let cat_exec = execs
+        .iter()
+        .find(|e| tgid(e) == cat_pid)
+        .expect("exec of cat traced");
     assert_eq!(cat_exec["exe"], "/usr/bin/cat");
     let flags = opens[0]["flags"].as_array().unwrap();
     assert!(flags.contains(&Value::from("lineage")), "{flags:?}");
     // python -> sh -> cat: the shell is the parent, python its parent.
     let sh_pid = cat_exec["ppid"].as_u64().unwrap();
-    let sh_exec = execs.iter().find(|e| tgid(e) == sh_pid).expect("exec of sh traced");
-    assert!(sh_exec["exe"].as_str().unwrap().ends_with("sh"), "{sh_exec}");
+    let sh_exec = execs
+        .iter()
+        .find(|e| tgid(e) == sh_pid)
+        .expect("exec of sh traced");
+    assert!(
+        sh_exec["exe"].as_str().unwrap().ends_with("sh"),
+        "{sh_exec}"
+    );
 }
 
 #[test]
@@ -145,13 +189,20 @@ print(os.getpid())
     let events = tracer.stop();
     assert_eq!(code, 0, "{out}");
     let pid: u64 = out.trim().parse().unwrap();
-    let nets: Vec<&Value> = of_kind(&events, "net").into_iter().filter(|e| tgid(e) == pid).collect();
+    let nets: Vec<&Value> = of_kind(&events, "net")
+        .into_iter()
+        .filter(|e| tgid(e) == pid)
+        .collect();
     assert!(
-        nets.iter().any(|e| e["probe"] == "connect" && e["address"] == "127.0.0.1" && e["port"] == tcp.port),
+        nets.iter().any(|e| e["probe"] == "connect"
+            && e["address"] == "127.0.0.1"
+            && e["port"] == tcp.port),
         "TCP connect missing: {nets:#?}"
     );
     assert!(
-        nets.iter().any(|e| e["probe"] == "sendto" && e["address"] == "127.0.0.1" && e["port"] == udp.port),
+        nets.iter().any(|e| e["probe"] == "sendto"
+            && e["address"] == "127.0.0.1"
+            && e["port"] == udp.port),
         "UDP sendto without connect missing: {nets:#?}"
     );
 }
@@ -170,9 +221,14 @@ fn an_io_uring_open_is_reported_as_io_uring_activity() {
     let events = tracer.stop();
     assert_eq!(code, 0, "{out}");
     let rings = of_kind(&events, "io_uring");
-    assert!(rings.iter().any(|e| e["kind"] == "create"), "ring creation missing: {rings:#?}");
     assert!(
-        rings.iter().any(|e| e["kind"] == "submit" && e["opcode"] == 18),
+        rings.iter().any(|e| e["kind"] == "create"),
+        "ring creation missing: {rings:#?}"
+    );
+    assert!(
+        rings
+            .iter()
+            .any(|e| e["kind"] == "submit" && e["opcode"] == 18),
         "IORING_OP_OPENAT submission missing: {rings:#?}"
     );
 }

@@ -1,1 +1,52 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's developer and CI entry points.
+//!
+//! - `setup`: install and check what building and testing need (idempotent).
+//! - `build`: release build of the daemon (eBPF included).
+//! - `test`: release build, unit tests, then the root-only integration tests.
+//! - `run`: release build, then exec `pthwatch` with the given arguments.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod run;
+mod setup;
+mod test;
+mod util;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "pthwatch developer tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install and check the toolchain, system packages and kernel mounts (idempotent).
+    Setup(setup::Args),
+    /// Build the release binary (kernel programs included) and print its path.
+    Build(build::Args),
+    /// Build, run the unit tests, then the root-only integration tests.
+    Test(test::Args),
+    /// Build the release binary and exec it with the arguments after `--`.
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    util::ensure_cargo_bin_on_path();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::run(&args),
+        Command::Build(args) => build::run(&args).map(|_| ()),
+        Command::Test(args) => test::run(&args),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

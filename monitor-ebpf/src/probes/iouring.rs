@@ -29,9 +29,11 @@ fn on_iouring(kind: u32, opcode: u32, fd: i32) {
         return;
     }
     if lineage != 0 {
-        let net = matches!(opcode, IORING_OP_SENDMSG | IORING_OP_CONNECT | IORING_OP_SEND);
-        if kind == iouring_kind::CREATE || matches!(opcode, IORING_OP_OPENAT | IORING_OP_OPENAT2)
-        {
+        let net = matches!(
+            opcode,
+            IORING_OP_SENDMSG | IORING_OP_CONNECT | IORING_OP_SEND
+        );
+        if kind == iouring_kind::CREATE || matches!(opcode, IORING_OP_OPENAT | IORING_OP_OPENAT2) {
             mark_lineage(lineage, lineage_flags::IOURING);
         }
         if net {
@@ -43,7 +45,13 @@ fn on_iouring(kind: u32, opcode: u32, fd: i32) {
             }
         }
     }
-    let ev = IoUringEvent { header: header(EventKind::IoUring, st, lineage), kind, opcode, fd, _pad: 0 };
+    let ev = IoUringEvent {
+        header: header(EventKind::IoUring, st, lineage),
+        kind,
+        opcode,
+        fd,
+        _pad: 0,
+    };
     send(&ev);
 }
 

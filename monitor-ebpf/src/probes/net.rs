@@ -39,7 +39,10 @@ fn read_sockaddr(ptr: u64, len: u64) -> Option<Dest> {
     let p = ptr as *const u8;
     // SAFETY: user memory read through the helper; faults return an error.
     let family: u16 = unsafe { bpf_probe_read_user(p.cast::<u16>()) }.ok()?;
-    let mut d = Dest { family, ..Dest::default() };
+    let mut d = Dest {
+        family,
+        ..Dest::default()
+    };
     match family {
         AF_INET if len >= 8 => {
             let port: u16 = unsafe { bpf_probe_read_user(p.add(2).cast::<u16>()) }.ok()?;
@@ -146,7 +149,10 @@ pub fn net_enter_sendto(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
     let (fd, msg) = unsafe {
-        (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0))
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+        )
     };
     on_syscall(net_source::TP_SENDMSG, msghdr_dest(msg), fd);
     0
@@ -157,7 +163,10 @@ pub fn net_enter_sendmsg(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn net_enter_sendmmsg(ctx: TracePointContext) -> u32 {
     let (fd, msg) = unsafe {
-        (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0))
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+        )
     };
     on_syscall(net_source::TP_SENDMMSG, msghdr_dest(msg), fd);
     0
@@ -172,11 +181,11 @@ fn msghdr_dest(msg: u64) -> Option<Dest> {
     let p = msg as *const u8;
     // SAFETY: user memory read through the helper.
     let name: u64 =
-        unsafe { bpf_probe_read_user(p.add(o.user_msghdr_msg_name as usize).cast::<u64>()) }.ok()?;
-    let namelen: u32 = unsafe {
-        bpf_probe_read_user(p.add(o.user_msghdr_msg_namelen as usize).cast::<u32>())
-    }
-    .ok()?;
+        unsafe { bpf_probe_read_user(p.add(o.user_msghdr_msg_name as usize).cast::<u64>()) }
+            .ok()?;
+    let namelen: u32 =
+        unsafe { bpf_probe_read_user(p.add(o.user_msghdr_msg_namelen as usize).cast::<u32>()) }
+            .ok()?;
     read_sockaddr(name, u64::from(namelen))
 }
 
@@ -221,7 +230,17 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
     }
     let port = u16::from_be(sa.user_port as u16);
     let family = if v6 { AF_INET6 } else { AF_INET };
-    emit(st, lineage, source, family, port, addr, cookie, sa.protocol, v);
+    emit(
+        st,
+        lineage,
+        source,
+        family,
+        port,
+        addr,
+        cookie,
+        sa.protocol,
+        v,
+    );
     if v == verdict::ALLOWED { 1 } else { 0 }
 }
 
@@ -260,8 +279,12 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
         return 1;
     }
     // SAFETY: the value is copied out immediately.
-    let Some(&lineage) = (unsafe { SOCKETS.get(&cookie) }) else { return 1 };
-    let Some(l) = LINEAGES.get_ptr_mut(&lineage) else { return 1 };
+    let Some(&lineage) = (unsafe { SOCKETS.get(&cookie) }) else {
+        return 1;
+    };
+    let Some(l) = LINEAGES.get_ptr_mut(&lineage) else {
+        return 1;
+    };
     // SAFETY: map value pointer from a successful lookup.
     let flags = unsafe { (*l).flags };
     if flags & (lineage_flags::TAINTED | lineage_flags::KILL) == 0 || config().mode < mode::BLOCK {
@@ -271,7 +294,14 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
     if flags & lineage_flags::BLOCKED == 0 {
         // Report the first drop of the lineage; later drops are only counted.
         unsafe { (*l).flags |= lineage_flags::BLOCKED };
-        let st = ProcState { flags: 0, hook_tid: 0, lineage, start_ns: 0, budget: 0, ppid: 0 };
+        let st = ProcState {
+            flags: 0,
+            hook_tid: 0,
+            lineage,
+            start_ns: 0,
+            budget: 0,
+            ppid: 0,
+        };
         let mut ev = NetEvent {
             header: header(EventKind::Net, &st, lineage),
             cookie,

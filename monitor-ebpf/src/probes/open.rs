@@ -151,8 +151,15 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
         } else {
             let leaf = scan_name(0, path.leaf_len).hash;
             let parent = scan_name(path.leaf_len, path.parent_len).hash;
-            if CRED_NAMES.get_ptr(&NameKey { name: leaf, parent }).is_some()
-                || CRED_NAMES.get_ptr(&NameKey { name: leaf, parent: 0 }).is_some()
+            if CRED_NAMES
+                .get_ptr(&NameKey { name: leaf, parent })
+                .is_some()
+                || CRED_NAMES
+                    .get_ptr(&NameKey {
+                        name: leaf,
+                        parent: 0,
+                    })
+                    .is_some()
             {
                 matched |= open_match::CRED_NAME;
             }
@@ -236,13 +243,17 @@ const FNV_PRIME: u32 = 0x0100_0193;
 const PREFIX_LEN: u64 = 14;
 
 extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else { return 1 };
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
     // SAFETY: per-CPU map value, set up by `scan_name` on this CPU.
     let sc = unsafe { &mut *sp };
     if index >= sc.len {
         return 1;
     }
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
     let pos = opaque((sc.start + index) as usize) & (PATH_BUF_LEN - 1);
     // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
     let b = unsafe { *buf.cast::<u8>().add(PATH_OFFSET + pos) };
@@ -266,11 +277,18 @@ fn scan_name(off: u32, len_with_nul: u32) -> NameScan {
         prefix_hash: FNV_OFFSET,
         tail: 0,
     };
-    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else { return sc };
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
+        return sc;
+    };
     // SAFETY: per-CPU map value; the callback is the only other user, on this CPU.
     unsafe {
         *sp = sc;
-        bpf_loop(NAME_LEN as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            NAME_LEN as u32,
+            scan_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         core::ptr::read(sp)
     }
 }
@@ -287,7 +305,11 @@ const fn tail_of(s: &[u8]) -> u64 {
 }
 
 const fn mask_of(n: usize) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }
 
 const SITE_PACKAGES: u32 = name_hash(b"site-packages");

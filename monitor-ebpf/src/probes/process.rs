@@ -6,8 +6,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use monitor_common::{
-    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter,
-    proc_flags,
+    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter, proc_flags,
 };
 
 use crate::{
@@ -59,7 +58,10 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let mut python = 0;
     if is_python_comm(&comm) {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_NAME;
-    } else if INTERPRETERS.get_ptr(&FileKey::new(facts.dev, facts.ino)).is_some() {
+    } else if INTERPRETERS
+        .get_ptr(&FileKey::new(facts.dev, facts.ino))
+        .is_some()
+    {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_INODE;
     }
 
@@ -105,7 +107,14 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             let parent = read_ptr(task, o.task_real_parent).unwrap_or(core::ptr::null());
             let ppid: u32 = read(parent, o.task_tgid).unwrap_or(0);
             let st = if python != 0 {
-                ProcState { flags: python, hook_tid: 0, lineage: 0, start_ns, budget: 0, ppid }
+                ProcState {
+                    flags: python,
+                    hook_tid: 0,
+                    lineage: 0,
+                    start_ns,
+                    budget: 0,
+                    ppid,
+                }
             } else if cfg.probation_opens > 0 {
                 ProcState {
                     flags: proc_flags::CANDIDATE,
@@ -174,7 +183,9 @@ pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
 
 fn try_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let (pid, tgid) = current_ids();
-    let Some(p) = proc_mut(tgid) else { return Ok(()) };
+    let Some(p) = proc_mut(tgid) else {
+        return Ok(());
+    };
     // SAFETY: map value pointer from a successful lookup.
     let st = unsafe { &mut *p };
     if st.flags & (proc_flags::PYTHON | proc_flags::LINEAGE) == 0 {
@@ -199,7 +210,14 @@ fn try_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if lineage != 0 {
         flags |= proc_flags::ATTRIBUTED;
     }
-    let new = ProcState { flags, hook_tid: 0, lineage, start_ns: child_start_ns, budget: 0, ppid: tgid };
+    let new = ProcState {
+        flags,
+        hook_tid: 0,
+        lineage,
+        start_ns: child_start_ns,
+        budget: 0,
+        ppid: tgid,
+    };
     if PROCS.insert(&child_tgid, &new, 0).is_err() {
         count(counter::PROCS_FULL);
     }
@@ -228,7 +246,11 @@ pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     if st.flags & proc_flags::CANDIDATE == 0 || st.flags & proc_flags::LINEAGE != 0 {
-        let ev = ExitEvent { header: header(EventKind::Exit, &st, st.lineage), exit_code: 0, _pad: 0 };
+        let ev = ExitEvent {
+            header: header(EventKind::Exit, &st, st.lineage),
+            exit_code: 0,
+            _pad: 0,
+        };
         send(&ev);
     }
     let _ = PROCS.remove(&tgid);

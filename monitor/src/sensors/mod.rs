@@ -130,7 +130,10 @@ macro_rules! typed_map {
     ($ebpf:expr, $name:expr) => {
         take_map($ebpf, $name)?
             .try_into()
-            .map_err(|source| SensorError::Map { name: $name, source })?
+            .map_err(|source| SensorError::Map {
+                name: $name,
+                source,
+            })?
     };
 }
 
@@ -173,49 +176,71 @@ impl Sensors {
     pub fn set_config(&mut self, cfg: KernelConfig) -> Result<(), SensorError> {
         self.config
             .set(0, cfg, 0)
-            .map_err(|source| SensorError::Map { name: map_names::CONFIG, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::CONFIG,
+                source,
+            })
     }
 
     pub fn config(&self) -> Result<KernelConfig, SensorError> {
-        self.config
-            .get(&0, 0)
-            .map_err(|source| SensorError::Map { name: map_names::CONFIG, source })
+        self.config.get(&0, 0).map_err(|source| SensorError::Map {
+            name: map_names::CONFIG,
+            source,
+        })
     }
 
     pub fn set_hook(&mut self, key: FileKey, class: u32) -> Result<(), SensorError> {
         self.hooks
             .insert(key, HookInfo { class, _pad: 0 }, 0)
-            .map_err(|source| SensorError::Map { name: map_names::HOOKS, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::HOOKS,
+                source,
+            })
     }
 
     pub fn set_credential(&mut self, key: FileKey, category: u32) -> Result<(), SensorError> {
         self.creds
             .insert(key, category, 0)
-            .map_err(|source| SensorError::Map { name: map_names::CREDS, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::CREDS,
+                source,
+            })
     }
 
     pub fn set_credential_name(&mut self, key: NameKey, category: u32) -> Result<(), SensorError> {
         self.cred_names
             .insert(key, category, 0)
-            .map_err(|source| SensorError::Map { name: map_names::CRED_NAMES, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::CRED_NAMES,
+                source,
+            })
     }
 
     pub fn set_interpreter(&mut self, key: FileKey) -> Result<(), SensorError> {
         self.interpreters
             .insert(key, 1, 0)
-            .map_err(|source| SensorError::Map { name: map_names::INTERPRETERS, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::INTERPRETERS,
+                source,
+            })
     }
 
     /// Starts tracking a process that was already running when pthwatch started.
     pub fn track_process(&mut self, tgid: u32, state: ProcState) -> Result<(), SensorError> {
         self.procs
             .insert(tgid, state, 0)
-            .map_err(|source| SensorError::Map { name: map_names::PROCS, source })
+            .map_err(|source| SensorError::Map {
+                name: map_names::PROCS,
+                source,
+            })
     }
 
     /// Adds flags to a lineage in the kernel (e.g. a credential read userspace found).
     pub fn mark_lineage(&mut self, id: u64, flags: u32) -> Result<(), SensorError> {
-        let err = |source| SensorError::Map { name: map_names::LINEAGES, source };
+        let err = |source| SensorError::Map {
+            name: map_names::LINEAGES,
+            source,
+        };
         let mut state = self.lineages.get(&id, 0).map_err(err)?;
         state.flags |= flags;
         self.lineages.insert(id, state, 0).map_err(err)
@@ -239,7 +264,8 @@ impl Sensors {
     /// Attaches the start-up-end marker to a file exporting `Py_RunMain` (an interpreter
     /// binary or `libpython3.X.so`). Idempotent per file.
     pub fn attach_runmain(&mut self, target: &Path) -> Result<bool, SensorError> {
-        let key = file_key(target).map_err(|e| SensorError::Mount(format!("{}: {e}", target.display())))?;
+        let key = file_key(target)
+            .map_err(|e| SensorError::Mount(format!("{}: {e}", target.display())))?;
         if self.runmain_probed.contains(&key) {
             return Ok(false);
         }
@@ -248,7 +274,10 @@ impl Sensors {
             .program_mut("startup_py_runmain")
             .ok_or(SensorError::MissingProgram("startup_py_runmain"))?
             .try_into()
-            .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+            .map_err(|source| SensorError::Program {
+                name: "startup_py_runmain",
+                source,
+            })?;
         let result = program.attach("Py_RunMain", target, UProbeScope::AllProcesses);
         self.attachments.push(Attachment {
             program: "startup_py_runmain",
@@ -256,7 +285,10 @@ impl Sensors {
             error: result.as_ref().err().map(ToString::to_string),
             required: false,
         });
-        result.map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+        result.map_err(|source| SensorError::Program {
+            name: "startup_py_runmain",
+            source,
+        })?;
         self.runmain_probed.insert(key);
         Ok(true)
     }

@@ -4,8 +4,7 @@ use std::{fs::File, path::Path};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
-        TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint,
     },
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
@@ -28,15 +27,30 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("net_enter_connect", "syscalls", "sys_enter_connect", true),
     ("net_enter_sendto", "syscalls", "sys_enter_sendto", false),
     ("net_enter_sendmsg", "syscalls", "sys_enter_sendmsg", false),
-    ("net_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg", false),
+    (
+        "net_enter_sendmmsg",
+        "syscalls",
+        "sys_enter_sendmmsg",
+        false,
+    ),
     ("iouring_create", "io_uring", "io_uring_create", false),
-    ("iouring_submit_req", "io_uring", "io_uring_submit_req", false),
+    (
+        "iouring_submit_req",
+        "io_uring",
+        "io_uring_submit_req",
+        false,
+    ),
 ];
 
 /// `cgroup_sock_addr` programs at the cgroup v2 root: the in-kernel network decision.
 /// Attached as BPF links (kernel 5.7+), which coexist with other programs whatever the
 /// attach mode says; `Single` is what link creation accepts (flags 0).
-const SOCK_ADDR: &[&str] = &["net_cg_connect4", "net_cg_connect6", "net_cg_sendmsg4", "net_cg_sendmsg6"];
+const SOCK_ADDR: &[&str] = &[
+    "net_cg_connect4",
+    "net_cg_connect6",
+    "net_cg_sendmsg4",
+    "net_cg_sendmsg6",
+];
 
 /// Loads the kernel object with offsets for this kernel, attaches every program of the
 /// tracepoint backend, and records what attached.
@@ -65,7 +79,13 @@ pub fn load_tracepoint_backend(
     for &(name, category, event, required) in TRACEPOINTS {
         let result = check_format(tracefs, category, event)
             .and_then(|()| attach_tracepoint(&mut ebpf, name, category, event));
-        record(&mut attachments, name, format!("{category}/{event}"), required, result)?;
+        record(
+            &mut attachments,
+            name,
+            format!("{category}/{event}"),
+            required,
+            result,
+        )?;
     }
     let cgroup = File::open(cgroup_root).map_err(|source| SensorError::Cgroup {
         path: cgroup_root.to_owned(),
@@ -73,20 +93,35 @@ pub fn load_tracepoint_backend(
     })?;
     for &name in SOCK_ADDR {
         let result = attach_sock_addr(&mut ebpf, name, &cgroup);
-        record(&mut attachments, name, cgroup_root.display().to_string(), false, result)?;
+        record(
+            &mut attachments,
+            name,
+            cgroup_root.display().to_string(),
+            false,
+            result,
+        )?;
     }
     let result = attach_egress(&mut ebpf, &cgroup);
-    record(&mut attachments, "net_cg_egress", cgroup_root.display().to_string(), false, result)?;
+    record(
+        &mut attachments,
+        "net_cg_egress",
+        cgroup_root.display().to_string(),
+        false,
+        result,
+    )?;
 
     let program = ebpf
         .program_mut("startup_py_runmain")
         .ok_or(SensorError::MissingProgram("startup_py_runmain"))?;
-    let uprobe: &mut aya::programs::UProbe = program
-        .try_into()
-        .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
-    uprobe
-        .load()
-        .map_err(|source| SensorError::Program { name: "startup_py_runmain", source })?;
+    let uprobe: &mut aya::programs::UProbe =
+        program.try_into().map_err(|source| SensorError::Program {
+            name: "startup_py_runmain",
+            source,
+        })?;
+    uprobe.load().map_err(|source| SensorError::Program {
+        name: "startup_py_runmain",
+        source,
+    })?;
 
     Sensors::from_loaded(ebpf, Backend::Tracepoint, attachments, opts)
 }
@@ -100,19 +135,34 @@ fn record(
 ) -> Result<(), SensorError> {
     match result {
         Ok(()) => {
-            attachments.push(Attachment { program, target, error: None, required });
+            attachments.push(Attachment {
+                program,
+                target,
+                error: None,
+                required,
+            });
             Ok(())
         }
         Err(e) if !required => {
             tracing::warn!(program, %target, error = %e, "optional probe not attached; running degraded");
-            attachments.push(Attachment { program, target, error: Some(e.to_string()), required });
+            attachments.push(Attachment {
+                program,
+                target,
+                error: Some(e.to_string()),
+                required,
+            });
             Ok(())
         }
         Err(e) => Err(e),
     }
 }
 
-fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &'static str, tp: &str, btf: &Btf) -> Result<(), SensorError> {
+fn attach_btf_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tp: &str,
+    btf: &Btf,
+) -> Result<(), SensorError> {
     let err = |source| SensorError::Program { name, source };
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
@@ -124,7 +174,12 @@ fn attach_btf_tracepoint(ebpf: &mut Ebpf, name: &'static str, tp: &str, btf: &Bt
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, name: &'static str, category: &str, event: &str) -> Result<(), SensorError> {
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    event: &str,
+) -> Result<(), SensorError> {
     let err = |source| SensorError::Program { name, source };
     let program: &mut TracePoint = ebpf
         .program_mut(name)
@@ -144,7 +199,9 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
         .try_into()
         .map_err(err)?;
     program.load().map_err(err)?;
-    program.attach(cgroup, CgroupAttachMode::Single).map_err(err)?;
+    program
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(err)?;
     Ok(())
 }
 
@@ -158,7 +215,11 @@ fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
         .map_err(err)?;
     program.load().map_err(err)?;
     program
-        .attach(cgroup, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+        .attach(
+            cgroup,
+            CgroupSkbAttachType::Egress,
+            CgroupAttachMode::Single,
+        )
         .map_err(err)?;
     Ok(())
 }
@@ -175,7 +236,11 @@ fn check_format(tracefs: &Path, category: &str, event: &str) -> Result<(), Senso
     if expected.is_empty() {
         return Ok(());
     }
-    let path = tracefs.join("events").join(category).join(event).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| SensorError::Mount(format!("reading {}: {e}", path.display())))?;
     for &(field, offset) in expected {
@@ -186,7 +251,12 @@ fn check_format(tracefs: &Path, category: &str, event: &str) -> Result<(), Senso
             if name != field {
                 return None;
             }
-            rest.trim().strip_prefix("offset:")?.split(';').next()?.parse::<usize>().ok()
+            rest.trim()
+                .strip_prefix("offset:")?
+                .split(';')
+                .next()?
+                .parse::<usize>()
+                .ok()
         });
         if found != Some(offset) {
             return Err(SensorError::Mount(format!(

@@ -1,0 +1,233 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Every check a fully capable kernel passes.
+fn capable() -> Vec<Check> {
+    [
+        "privileges.bpf",
+        "privileges.net_admin",
+        "btf.vmlinux",
+        "btf.offsets",
+        "program.tracepoint",
+        "program.cgroup_sock_addr",
+        "program.cgroup_skb",
+        "helper.send_signal",
+        "helper.get_socket_cookie",
+        "map.ringbuf",
+        "hook.tp_btf",
+        "hook.syscall_tracepoints",
+        "hook.syscall_optional",
+        "hook.io_uring",
+        "hook.uprobe",
+        "lsm.active",
+        "lsm.file_open",
+        "kernel.io_uring",
+    ]
+    .into_iter()
+    .map(|id| Check {
+        id,
+        what: id,
+        status: Status::Yes,
+        detail: "fine".into(),
+        errno: None,
+    })
+    .collect()
+}
+
+fn with(mut checks: Vec<Check>, id: &str, status: Status, detail: &str) -> Vec<Check> {
+    let c = checks.iter_mut().find(|c| c.id == id).expect("known id");
+    c.status = status;
+    c.detail = detail.into();
+    checks
+}
+
+#[test]
+fn a_capable_kernel_gets_the_lsm_backend() {
+    let (backend, degraded, cannot) = verdict(&capable());
+    assert_eq!(backend, Some(Backend::Lsm));
+    assert!(degraded.is_empty(), "{degraded:?}");
+    assert!(cannot.is_empty(), "{cannot:?}");
+}
+
+#[test]
+fn a_refused_lsm_falls_back_to_tracepoints_and_says_why() {
+    let checks = with(
+        capable(),
+        "lsm.file_open",
+        Status::Error,
+        "BPF_PROG_LOAD refused: EPERM",
+    );
+    let (backend, degraded, cannot) = verdict(&checks);
+    assert_eq!(backend, Some(Backend::Tracepoint));
+    assert!(cannot.is_empty());
+    assert!(
+        degraded[0].starts_with("no BPF LSM: io_uring opens"),
+        "{degraded:?}"
+    );
+    assert!(
+        degraded[0].ends_with(". lsm.file_open: BPF_PROG_LOAD refused: EPERM"),
+        "{degraded:?}"
+    );
+
+    let checks = with(
+        capable(),
+        "lsm.active",
+        Status::No,
+        "not in capability,yama",
+    );
+    let (backend, degraded, _) = verdict(&checks);
+    assert_eq!(
+        backend,
+        Some(Backend::Tracepoint),
+        "an LSM that loads but is not active does not count"
+    );
+    assert!(degraded[0].contains("not in capability,yama"));
+}
+
+#[test]
+fn missing_pieces_are_degraded_or_blocking() {
+    let checks = with(capable(), "helper.send_signal", Status::No, "not available");
+    let checks = with(checks, "program.cgroup_sock_addr", Status::No, "");
+    let (backend, degraded, _) = verdict(&checks);
+    assert_eq!(backend, Some(Backend::Lsm));
+    assert!(
+        degraded
+            .iter()
+            .any(|d| d.starts_with("kill mode unavailable"))
+    );
+    assert!(
+        degraded
+            .iter()
+            .any(|d| d.contains("cannot be denied in the kernel"))
+    );
+
+    for id in [
+        "btf.offsets",
+        "map.ringbuf",
+        "privileges.bpf",
+        "hook.tp_btf",
+    ] {
+        let (backend, _, cannot) = verdict(&with(capable(), id, Status::No, "x"));
+        assert_eq!(backend, None, "{id}");
+        assert_eq!(cannot.len(), 1, "{id}: {cannot:?}");
+    }
+    let no_sensors = with(
+        with(capable(), "lsm.file_open", Status::No, "x"),
+        "hook.syscall_tracepoints",
+        Status::No,
+        "x",
+    );
+    let (backend, _, cannot) = verdict(&no_sensors);
+    assert_eq!(backend, None);
+    assert!(cannot[0].starts_with("file opens and connects cannot be seen"));
+}
+
+fn report(checks: Vec<Check>) -> CapabilityReport {
+    let (backend, degraded, cannot_protect) = verdict(&checks);
+    CapabilityReport {
+        kernel: "6.1.0".into(),
+        machine: "x86_64".into(),
+        checks,
+        backend,
+        degraded,
+        cannot_protect,
+    }
+}
+
+#[test]
+fn the_report_is_aligned_and_grouped() {
+    let mut checks = vec![
+        Check {
+            id: "privileges.bpf",
+            what: "may load BPF programs",
+            status: Status::Yes,
+            detail: "ok".into(),
+            errno: None,
+        },
+        Check {
+            id: "lsm.file_open",
+            what: "lsm/file_open",
+            status: Status::Refused,
+            detail: "EPERM".into(),
+            errno: Some("EPERM"),
+        },
+    ];
+    checks.extend(
+        capable()
+            .into_iter()
+            .filter(|c| !c.id.starts_with("privileges.bpf") && c.id != "lsm.file_open"),
+    );
+    let r = report(checks);
+    let text = r.to_string();
+    assert!(
+        text.starts_with("pthwatch check: kernel 6.1.0 (x86_64)\n\nprivileges\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  may load BPF programs     yes      ok\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  lsm/file_open             REFUSED  EPERM\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nbackend: tracepoints\ndegraded:\n  - no BPF LSM: "),
+        "{text}"
+    );
+    assert!(text.contains(". lsm/file_open: EPERM\n"), "{text}");
+    assert!(
+        text.ends_with("pthwatch can protect this host.\n"),
+        "{text}"
+    );
+    assert_eq!(exit_code(&r), 0);
+
+    let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["backend"], "tracepoint");
+    assert_eq!(json["checks"][1]["errno"], "EPERM");
+    assert!(json["checks"][0].get("errno").is_none());
+
+    let blocked = report(with(capable(), "map.ringbuf", Status::No, "x"));
+    assert!(
+        blocked
+            .to_string()
+            .contains("backend: none\ncannot protect this host:\n  - events cannot reach")
+    );
+    assert_eq!(exit_code(&blocked), 1);
+}
+
+#[test]
+fn this_host_uses_tracepoints_because_lsm_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: probing the kernel needs root");
+        return;
+    }
+    let started = Instant::now();
+    let r = probe();
+    let took = started.elapsed();
+    eprintln!("{r}\n(probed in {took:?})");
+    assert!(took < Duration::from_secs(5), "probe took {took:?}");
+    assert!(
+        r.check("btf.offsets")
+            .is_some_and(|c| c.status == Status::Yes)
+    );
+    assert!(
+        r.check("hook.tp_btf")
+            .is_some_and(|c| c.status == Status::Yes),
+        "{r}"
+    );
+    if r.check("lsm.file_open")
+        .is_some_and(|c| c.status == Status::Yes)
+    {
+        eprintln!("skipped the rest: BPF LSM works on this kernel");
+        return;
+    }
+    assert_eq!(r.backend, Some(Backend::Tracepoint), "{r}");
+    assert_eq!(exit_code(&r), 0, "{r}");
+    let lsm = r.check("lsm.file_open").unwrap();
+    assert!(lsm.errno.is_some(), "a refusal names its errno: {lsm:?}");
+    assert_ne!(lsm.status, Status::Yes);
+    assert!(r.degraded[0].starts_with("no BPF LSM"), "{r}");
+}

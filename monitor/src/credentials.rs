@@ -1,1 +1,0 @@
-//! The credential catalogue and persistence locations.
