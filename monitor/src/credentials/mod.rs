@@ -17,6 +17,8 @@ mod pattern;
 mod persistence;
 mod resolve;
 #[cfg(test)]
+mod resolve_tests;
+#[cfg(test)]
 mod tests;
 
 use std::{

@@ -1,5 +1,5 @@
 //! Places programs start themselves from: a startup hook that writes one has installed
-//! itself (LiteLLM 1.82.8 wrote `~/.config/sysmon/sysmon.py` and a systemd user unit).
+//! itself (`LiteLLM` 1.82.8 wrote `~/.config/sysmon/sysmon.py` and a systemd user unit).
 
 use std::{fmt, path::Path, sync::LazyLock};
 
@@ -32,7 +32,7 @@ pub enum PersistenceKind {
     GitHook,
     /// A Kubernetes static pod manifest (the kubelet runs it).
     StaticPod,
-    /// A SysV init script or a login message script (runs as root).
+    /// A `SysV` init script or a login message script (runs as root).
     InitScript,
 }
 
@@ -136,17 +136,22 @@ const LOCATIONS: &[(PersistenceKind, &str)] = &[
 /// Written there, but never run.
 const NOT_PERSISTENCE: &[&str] = &[".git/hooks/*.sample"];
 
-static TABLE: LazyLock<(Vec<(PersistenceKind, Pattern)>, Vec<Pattern>)> = LazyLock::new(|| {
-    // The table is constant and covered by tests: a parse failure is a bug.
+/// The parsed tables.
+struct Table {
+    locations: Vec<(PersistenceKind, Pattern)>,
+    not_persistence: Vec<Pattern>,
+}
+
+static TABLE: LazyLock<Table> = LazyLock::new(|| {
+    // The tables are constant and covered by tests: a parse failure is a bug.
     let parse = |p: &str| Pattern::parse(p).unwrap_or_else(|e| panic!("persistence table: {e}"));
-    let locations = LOCATIONS
-        .iter()
-        .map(|&(kind, p)| (kind, parse(p)))
-        .collect();
-    (
-        locations,
-        NOT_PERSISTENCE.iter().map(|p| parse(p)).collect(),
-    )
+    Table {
+        locations: LOCATIONS
+            .iter()
+            .map(|&(kind, p)| (kind, parse(p)))
+            .collect(),
+        not_persistence: NOT_PERSISTENCE.iter().map(|p| parse(p)).collect(),
+    }
 });
 
 /// What starts the file at `path` (one a process creates or writes), if it is a
@@ -154,7 +159,10 @@ static TABLE: LazyLock<(Vec<(PersistenceKind, Pattern)>, Vec<Pattern>)> = LazyLo
 /// (`/home/u/.bashrc`, `/tmp/test/home/.config/autostart/x.desktop`).
 pub fn persistence_kind(path: &Path) -> Option<PersistenceKind> {
     let comps = components(path);
-    let (locations, not_persistence) = &*TABLE;
+    let Table {
+        locations,
+        not_persistence,
+    } = &*TABLE;
     if comps.is_empty() || not_persistence.iter().any(|p| p.matches(&comps, &[])) {
         return None;
     }
