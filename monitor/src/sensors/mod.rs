@@ -269,15 +269,7 @@ impl Sensors {
         if self.runmain_probed.contains(&key) {
             return Ok(false);
         }
-        let program: &mut UProbe = self
-            .ebpf
-            .program_mut("startup_py_runmain")
-            .ok_or(SensorError::MissingProgram("startup_py_runmain"))?
-            .try_into()
-            .map_err(|source| SensorError::Program {
-                name: "startup_py_runmain",
-                source,
-            })?;
+        let program: &mut UProbe = tracepoint::program(&mut self.ebpf, "startup_py_runmain")?;
         let result = program.attach("Py_RunMain", target, UProbeScope::AllProcesses);
         self.attachments.push(Attachment {
             program: "startup_py_runmain",

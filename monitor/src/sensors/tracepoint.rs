@@ -110,14 +110,7 @@ pub fn load_tracepoint_backend(
         result,
     )?;
 
-    let program = ebpf
-        .program_mut("startup_py_runmain")
-        .ok_or(SensorError::MissingProgram("startup_py_runmain"))?;
-    let uprobe: &mut aya::programs::UProbe =
-        program.try_into().map_err(|source| SensorError::Program {
-            name: "startup_py_runmain",
-            source,
-        })?;
+    let uprobe: &mut aya::programs::UProbe = program(&mut ebpf, "startup_py_runmain")?;
     uprobe.load().map_err(|source| SensorError::Program {
         name: "startup_py_runmain",
         source,
@@ -157,6 +150,20 @@ fn record(
     }
 }
 
+/// The program `name` of the object, as its concrete type.
+pub(super) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, SensorError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(SensorError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| SensorError::Program { name, source })
+}
+
 fn attach_btf_tracepoint(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -164,11 +171,7 @@ fn attach_btf_tracepoint(
     btf: &Btf,
 ) -> Result<(), SensorError> {
     let err = |source| SensorError::Program { name, source };
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(SensorError::MissingProgram(name))?
-        .try_into()
-        .map_err(err)?;
+    let program: &mut BtfTracePoint = program(ebpf, name)?;
     program.load(tp, btf).map_err(err)?;
     program.attach().map_err(err)?;
     Ok(())
@@ -181,11 +184,7 @@ fn attach_tracepoint(
     event: &str,
 ) -> Result<(), SensorError> {
     let err = |source| SensorError::Program { name, source };
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(SensorError::MissingProgram(name))?
-        .try_into()
-        .map_err(err)?;
+    let program: &mut TracePoint = program(ebpf, name)?;
     program.load().map_err(err)?;
     program.attach(category, event).map_err(err)?;
     Ok(())
@@ -193,11 +192,7 @@ fn attach_tracepoint(
 
 fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), SensorError> {
     let err = |source| SensorError::Program { name, source };
-    let program: &mut CgroupSockAddr = ebpf
-        .program_mut(name)
-        .ok_or(SensorError::MissingProgram(name))?
-        .try_into()
-        .map_err(err)?;
+    let program: &mut CgroupSockAddr = program(ebpf, name)?;
     program.load().map_err(err)?;
     program
         .attach(cgroup, CgroupAttachMode::Single)
@@ -208,11 +203,7 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
 fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
     let name = "net_cg_egress";
     let err = |source| SensorError::Program { name, source };
-    let program: &mut CgroupSkb = ebpf
-        .program_mut(name)
-        .ok_or(SensorError::MissingProgram(name))?
-        .try_into()
-        .map_err(err)?;
+    let program: &mut CgroupSkb = program(ebpf, name)?;
     program.load().map_err(err)?;
     program
         .attach(
