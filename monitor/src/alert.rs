@@ -182,6 +182,9 @@ impl AlertLog {
 }
 
 #[cfg(test)]
+mod schema_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

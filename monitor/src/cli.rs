@@ -87,6 +87,9 @@ pub enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// Inventory the Python startup hooks under a root (this host or an unpacked image) and
+    /// exit 1 when one runs code that is not a known-benign form: a gate for build hosts.
+    Scan(crate::scan::ScanArgs),
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -116,6 +119,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             probation_opens,
         } => crate::run::run(mode, alert_log.as_deref(), probation_opens),
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
+        Command::Scan(args) => Ok(crate::scan::scan(&args)?),
     }
 }
 

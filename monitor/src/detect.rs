@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use monitor_common::{FileKey, iouring_kind, lineage_flags, open_match, verdict};
+use monitor_common::{FileKey, iouring_kind, lineage_flags, open_match, proc_flags, verdict};
 
 use crate::{
     alert::{
@@ -41,6 +41,8 @@ use crate::{
 const SETTLE: Duration = Duration::from_millis(150);
 /// How long a lineage that read credentials may stay quiet before rule 2 reports it.
 const QUIET: Duration = Duration::from_secs(3);
+/// Dismissed lineages remembered (a bound; their ids are never reused).
+const MAX_DISMISSED: usize = 65_536;
 /// Lineages with no event for this long are forgotten.
 const LINEAGE_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -63,6 +65,9 @@ struct Lineage {
     /// Rule 1 waiting to settle: (deadline, strongest action, event).
     pending_net: Option<(Instant, Action, Net)>,
     first_credential: Option<Instant>,
+    /// Destinations of the lineage's allowed connects, by socket cookie, so a packet
+    /// dropped later on a held socket can say where it was going.
+    connects: HashMap<u64, Net>,
     network_attempted: bool,
     last_seen: Option<Instant>,
 }
@@ -82,6 +87,14 @@ pub struct Detector {
     hooks: HookBook,
     lineages: HashMap<u64, Lineage>,
     reported_hooks: HashSet<String>,
+    /// Executables recognised as interpreters by behaviour, checked once each: the file
+    /// that exports `Py_RunMain` for it, or `None` when it is not an interpreter.
+    exe_verdicts: HashMap<FileKey, Option<PathBuf>>,
+    /// Lineages started by processes that turned out not to be interpreters.
+    dismissed: HashSet<u64>,
+    /// inotify on the site dirs: new and rewritten hooks are read and taught to the
+    /// kernel within a tick.
+    watcher: Option<crate::watch::SiteWatcher>,
     pub alerts_written: u64,
     pub alert_errors: u64,
 }
@@ -103,9 +116,16 @@ impl Detector {
             hooks,
             lineages: HashMap::new(),
             reported_hooks: HashSet::new(),
+            exe_verdicts: HashMap::new(),
+            dismissed: HashSet::new(),
+            watcher: None,
             alerts_written: 0,
             alert_errors: 0,
         }
+    }
+
+    pub fn set_watcher(&mut self, watcher: crate::watch::SiteWatcher) {
+        self.watcher = Some(watcher);
     }
 
     fn lineage(&mut self, id: u64, tgid: u32) -> &mut Lineage {
@@ -121,6 +141,15 @@ impl Detector {
     fn on_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open) {
         let h = &o.header;
         let key = FileKey::new(o.dev, o.ino);
+        if o.match_flags & (open_match::HOOK | open_match::SITE_DIR) != 0
+            && h.flags & proc_flags::BY_BEHAVIOUR != 0
+            && !self.confirm_interpreter(rt, h.tgid, h.lineage)
+        {
+            return;
+        }
+        if self.dismissed.contains(&h.lineage) {
+            return;
+        }
         if o.match_flags & open_match::HOOK != 0 {
             self.on_hook_open(rt, o, key);
         }
@@ -178,6 +207,69 @@ impl Detector {
         }
     }
 
+    /// The kernel took `tgid` for an interpreter because of what it opened (a site dir, a
+    /// hook) although its name and inode are not known ones. Checks its executable: an
+    /// interpreter gets the start-up end marker; anything else (a scanner, an IDE indexer)
+    /// is released, and the lineage it started for itself is dismissed.
+    fn confirm_interpreter(&mut self, rt: &mut RuntimeParts<'_>, tgid: u32, lineage: u64) -> bool {
+        let exe = PathBuf::from(format!("/proc/{tgid}/exe"));
+        let Ok(key) = crate::sensors::file_key(&exe) else {
+            // Gone already: nothing to decide.
+            return true;
+        };
+        let verdict = self
+            .exe_verdicts
+            .entry(key)
+            .or_insert_with(|| crate::inventory::runmain_target(&exe))
+            .clone();
+        match verdict {
+            Some(target) => {
+                if let Err(e) = rt.sensors.set_interpreter(key) {
+                    tracing::warn!(tgid, error = %e, "could not record interpreter");
+                }
+                match rt.sensors.attach_runmain(&target) {
+                    Ok(true) => {
+                        tracing::info!(tgid, target = %target.display(), "renamed or unlisted interpreter: start-up end marker attached")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(tgid, target = %target.display(), error = %e, "no start-up end marker for this interpreter")
+                    }
+                }
+                true
+            }
+            None => {
+                match rt.sensors.release_process(tgid) {
+                    Ok(own) => {
+                        if let Some(id) = own {
+                            if self.dismissed.len() >= MAX_DISMISSED {
+                                self.dismissed.clear();
+                            }
+                            self.dismissed.insert(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(tgid, error = %e, "could not release a non-interpreter")
+                    }
+                }
+                if lineage != 0
+                    && self
+                        .lineages
+                        .get(&lineage)
+                        .is_some_and(|l| l.root_tgid == tgid)
+                {
+                    self.lineages.remove(&lineage);
+                    self.dismissed.insert(lineage);
+                }
+                tracing::debug!(
+                    tgid,
+                    "opened site dirs or hooks but is not an interpreter: released"
+                );
+                false
+            }
+        }
+    }
+
     /// An interpreter opened a startup hook during start-up.
     fn on_hook_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open, key: FileKey) {
         let h = &o.header;
@@ -221,7 +313,7 @@ impl Detector {
 
     fn on_exec(&mut self, rt: &mut RuntimeParts<'_>, e: &Exec) {
         let h = &e.header;
-        if h.lineage == 0 {
+        if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
             return;
         }
         let key = FileKey::new(e.exe_dev, e.exe_ino);
@@ -249,7 +341,7 @@ impl Detector {
 
     fn on_net(&mut self, rt: &mut RuntimeParts<'_>, n: &Net) {
         let h = &n.header;
-        if h.lineage == 0 {
+        if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
             return;
         }
         let inet = n.addr.is_some() || n.source == monitor_common::net_source::CG_EGRESS;
@@ -269,6 +361,7 @@ impl Detector {
         if !inet && n.verdict == verdict::ALLOWED {
             return;
         }
+        let n = &with_held_destination(l, n);
         l.network_attempted = true;
         if !(l.tainted() || n.verdict != verdict::ALLOWED)
             || l.fired.contains("hook_credential_exfiltration")
@@ -281,7 +374,10 @@ impl Detector {
                 if action > *best {
                     *best = action;
                 }
-                if ev.addr.is_none() && n.addr.is_some() {
+                // Keep the most complete report of the attempt: a destination, and the
+                // protocol the cgroup programs know and the syscall tracepoints do not.
+                if n.addr.is_some() && (ev.addr.is_none() || (ev.protocol == 0 && n.protocol != 0))
+                {
                     *ev = n.clone();
                 }
             }
@@ -489,12 +585,16 @@ impl EventSink for Detector {
             Event::Open(o) => self.on_open(rt, o),
             Event::Exec(e) => self.on_exec(rt, e),
             Event::Net(n) => self.on_net(rt, n),
-            Event::Fork(f) if f.header.lineage != 0 => {
+            Event::Fork(f)
+                if f.header.lineage != 0 && !self.dismissed.contains(&f.header.lineage) =>
+            {
                 self.lineage(f.header.lineage, f.header.tgid)
                     .members
                     .insert(f.child_tgid);
             }
-            Event::IoUring(u) if u.header.lineage != 0 => {
+            Event::IoUring(u)
+                if u.header.lineage != 0 && !self.dismissed.contains(&u.header.lineage) =>
+            {
                 let l = self.lineage(u.header.lineage, u.header.tgid);
                 if u.kind == iouring_kind::CREATE || matches!(u.opcode, 18 | 28) {
                     l.iouring = true;
@@ -505,9 +605,38 @@ impl EventSink for Detector {
     }
 
     fn on_tick(&mut self, rt: &mut RuntimeParts<'_>) {
+        if let Some(w) = self.watcher.as_mut() {
+            crate::watch::apply(w, &mut self.hooks, rt.sensors);
+        }
         self.flush(rt, Instant::now());
         rt.procs.gc();
     }
+}
+
+/// Connects a lineage may remember (per lineage; the oldest are dropped first).
+const MAX_CONNECTS: usize = 256;
+
+/// Records an allowed connect's destination by socket cookie, and fills in the
+/// destination of an egress drop (which names only the socket) from it.
+fn with_held_destination(l: &mut Lineage, n: &Net) -> Net {
+    use monitor_common::net_source::{CG_CONNECT4, CG_CONNECT6, CG_EGRESS};
+    if matches!(n.source, CG_CONNECT4 | CG_CONNECT6) && n.cookie != 0 && n.addr.is_some() {
+        if l.connects.len() >= MAX_CONNECTS {
+            if let Some(&oldest) = l.connects.keys().min() {
+                l.connects.remove(&oldest);
+            }
+        }
+        l.connects.insert(n.cookie, n.clone());
+    }
+    let mut n = n.clone();
+    if n.source == CG_EGRESS && n.addr.is_none() {
+        if let Some(c) = l.connects.get(&n.cookie) {
+            n.addr = c.addr;
+            n.port = c.port;
+            n.protocol = c.protocol;
+        }
+    }
+    n
 }
 
 /// SIGKILLs every live member of a lineage. The kernel already killed the member that

@@ -14,8 +14,10 @@ mod inventory;
 mod notify;
 mod proctable;
 mod run;
+mod scan;
 mod sensors;
 mod trace;
+mod watch;
 
 use std::process::ExitCode;
 

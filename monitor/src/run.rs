@@ -1,7 +1,11 @@
 //! `pthwatch run`: the daemon. Start-up loads the sensors, fills the kernel's tables from
 //! the hook inventory and the credential catalogue, says READY, then correlates events
 //! until SIGTERM.
-use std::{path::Path, process::ExitCode};
+use std::{
+    io,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::{Context as _, Result};
 
@@ -11,10 +15,11 @@ use crate::{
     credentials::{self, CredentialCatalog},
     daemon::{self, Runtime},
     detect::Detector,
-    hookbook::HookBook,
+    hookbook::{HookBook, kernel_keys},
     inventory::{DiscoverOptions, Inventory},
     notify::notify,
-    sensors::{SensorOptions, file_key, file_key_of},
+    sensors::{SensorOptions, file_key},
+    watch::{self, SiteWatcher},
 };
 
 pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result<ExitCode> {
@@ -31,10 +36,13 @@ pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result
     };
     let mut rt = daemon::start(&opts)?;
     let homes = credentials::discover_homes(Path::new("/"));
-    let hooks = load_inventory(&mut rt, &homes);
+    let (hooks, site_watcher) = load_inventory(&mut rt, &homes);
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);
     let mut detector = Detector::new(mode, log, catalog, homes, hooks);
+    if let Some(w) = site_watcher {
+        detector.set_watcher(w);
+    }
     let _ = notify(&format!("READY=1\nSTATUS=watching, mode {mode:?}"));
     tracing::info!(?mode, alert_log = ?alert_log, "pthwatch is watching");
     let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut detector, None))?;
@@ -51,9 +59,10 @@ pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result
 }
 
 /// Discovers interpreters, site dirs and hooks; teaches the kernel which hooks are benign,
-/// which executables are interpreters, and where start-up ends (`Py_RunMain`).
-fn load_inventory(rt: &mut Runtime, homes: &[std::path::PathBuf]) -> HookBook {
-    let inventory = Inventory::discover(&DiscoverOptions {
+/// which executables are interpreters, and where start-up ends (`Py_RunMain`). Then
+/// watches the site dirs, so hooks written later are known before they run.
+fn load_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (HookBook, Option<SiteWatcher>) {
+    let mut inventory = Inventory::discover(&DiscoverOptions {
         root: "/".into(),
         homes: homes.to_vec(),
         extra_site_dirs: Vec::new(),
@@ -73,22 +82,16 @@ fn load_inventory(rt: &mut Runtime, homes: &[std::path::PathBuf]) -> HookBook {
                 tracing::warn!(path = %interp.path.display(), error = %e, "interpreter vanished")
             }
         }
-        if let Some(target) = &interp.runmain_target {
-            if let Err(e) = rt.sensors.attach_runmain(target) {
-                tracing::warn!(target = %target.display(), error = %e, "no start-up end marker for this interpreter");
-            }
+        if let Some(target) = &interp.runmain_target
+            && let Err(e) = rt.sensors.attach_runmain(target)
+        {
+            tracing::warn!(target = %target.display(), error = %e, "no start-up end marker for this interpreter");
         }
     }
     let mut book = HookBook::default();
-    for hook in inventory.hooks {
+    for hook in std::mem::take(&mut inventory.hooks) {
         let class = hook.class.kernel_class();
-        let mut keys = vec![file_key_of(hook.dev, hook.ino)];
-        keys.extend(
-            hook.bytecode
-                .iter()
-                .map(|(_, dev, ino)| file_key_of(*dev, *ino)),
-        );
-        for key in keys {
+        for key in kernel_keys(&hook) {
             if let Err(e) = rt.sensors.set_hook(key, class) {
                 tracing::warn!(path = %hook.path.display(), error = %e, "could not record hook");
             }
@@ -101,11 +104,72 @@ fn load_inventory(rt: &mut Runtime, homes: &[std::path::PathBuf]) -> HookBook {
         hooks = book.len(),
         "inventory loaded"
     );
-    book
+    let mut watcher = watch_site_dirs(&inventory, homes);
+    if let Some(w) = &mut watcher {
+        // A hook written between the scan above and the watches was not reported.
+        watch::catch_up(w, &mut book, &mut rt.sensors);
+    }
+    (book, watcher)
+}
+
+/// Watches every site dir, and the `lib/python3.X` dirs a new one may be created in (the
+/// user site appears with the first `pip install --user`). Failures are not fatal: a
+/// hook that is not watched is still read when an interpreter opens it.
+fn watch_site_dirs(inventory: &Inventory, homes: &[PathBuf]) -> Option<SiteWatcher> {
+    let mut watcher = match SiteWatcher::new() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "site dirs not watched: new hooks are read only when an interpreter opens them");
+            return None;
+        }
+    };
+    let mut site_dirs = 0usize;
+    for dir in &inventory.site_dirs {
+        match watcher.watch(&dir.path) {
+            Ok(()) => site_dirs += 1,
+            // Every further watch would fail the same way: one warning says it all.
+            Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                tracing::warn!(error = %e, watched = site_dirs, "site dirs not watched");
+                return Some(watcher);
+            }
+            Err(e) => tracing::warn!(error = %e, "site dir not watched"),
+        }
+    }
+    let mut parents: Vec<PathBuf> = inventory
+        .site_dirs
+        .iter()
+        .filter(|d| {
+            d.pth
+                && d.path
+                    .file_name()
+                    .is_some_and(|n| n == "site-packages" || n == "dist-packages")
+        })
+        .filter_map(|d| d.path.parent().map(Path::to_owned))
+        .collect();
+    for version in inventory
+        .interpreters
+        .iter()
+        .filter_map(|i| i.version.as_deref())
+    {
+        for home in homes {
+            parents.push(home.join(".local/lib").join(format!("python{version}")));
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    let mut lib_dirs = 0usize;
+    for dir in parents.iter().filter(|d| d.is_dir()) {
+        match watcher.watch_for_site_dirs(dir) {
+            Ok(()) => lib_dirs += 1,
+            Err(e) => tracing::warn!(error = %e, "new site dirs there will not be noticed"),
+        }
+    }
+    tracing::info!(site_dirs, lib_dirs, "watching site dirs for new hooks");
+    Some(watcher)
 }
 
 /// Credential files by identity, and credential names for files that appear later.
-fn load_catalog(rt: &mut Runtime, catalog: &CredentialCatalog, homes: &[std::path::PathBuf]) {
+fn load_catalog(rt: &mut Runtime, catalog: &CredentialCatalog, homes: &[PathBuf]) {
     let resolved = catalog.resolve(homes);
     let mut files = 0usize;
     for cred in &resolved {

@@ -76,17 +76,23 @@ fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
     }
     let flags = lineage_flags_of(lineage);
     let mut v = verdict::ALLOWED;
+    // Only an Internet destination is the network; a local socket (the name service
+    // cache, syslog, D-Bus) is not. Sends on a socket connected earlier name no
+    // destination: the egress program drops those and userspace kills.
+    let d = dest.unwrap_or_default();
+    let inet = d.family == AF_INET || d.family == AF_INET6;
     if lineage != 0 {
-        mark_lineage(lineage, lineage_flags::NET);
+        if inet {
+            mark_lineage(lineage, lineage_flags::NET);
+        }
         if flags & lineage_flags::KILL != 0
-            || (flags & lineage_flags::TAINTED != 0 && cfg.mode == mode::KILL)
+            || (inet && flags & lineage_flags::TAINTED != 0 && cfg.mode == mode::KILL)
         {
             mark_lineage(lineage, lineage_flags::KILL);
             kill_current();
             v = verdict::KILLED;
         }
     }
-    let d = dest.unwrap_or_default();
     emit(st, lineage, source, d.family, d.port, d.addr, fd, 0, v);
 }
 

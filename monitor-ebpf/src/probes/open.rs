@@ -27,6 +27,7 @@ use crate::{
 const S_IFMT: u32 = 0o170_000;
 const S_IFREG: u32 = 0o100_000;
 const S_IFDIR: u32 = 0o040_000;
+const O_ACCMODE: u32 = 0o3;
 
 /// `syscalls:sys_exit_openat`.
 #[tracepoint]
@@ -90,8 +91,8 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
     let ev = buf.cast::<OpenEvent>();
     // Start-up and probation only need the leaf and its parent; the full walk is for
     // what gets reported.
-    let depth = if lineage != 0 || traced { u32::MAX } else { 2 };
-    let path = file_path(file, depth);
+    let mut depth = if lineage != 0 || traced { u32::MAX } else { 2 };
+    let mut path = file_path(file, depth);
     let kind = facts.mode & S_IFMT;
     let mut matched = 0u32;
     let mut class = 0u32;
@@ -101,7 +102,8 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
         let parent = scan_name(path.leaf_len, path.parent_len);
         if kind == S_IFDIR && leaf.is_site_dir() {
             matched |= open_match::SITE_DIR;
-        } else if kind == S_IFREG && leaf.is_hook_name(&parent) {
+        } else if kind == S_IFREG && facts.flags & O_ACCMODE == 0 && leaf.is_hook_name(&parent) {
+            // Interpreters read hooks; writing one (an installer) is not running it.
             matched |= open_match::HOOK;
         }
     }
@@ -126,6 +128,12 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
                 return Ok(());
             }
         }
+    }
+
+    if matched & open_match::HOOK != 0 && depth != u32::MAX {
+        // Userspace reads and reports the hook by its path: walk it whole.
+        depth = u32::MAX;
+        path = file_path(file, depth);
     }
 
     let mut acting = lineage;

@@ -66,9 +66,14 @@ fn build_host() -> Tree {
         "/etc/python3.11/sitecustomize.py",
         "/usr/lib/python3.11/sitecustomize.py",
     );
+    // Timestamp bytecode (PEP 552) recording the source's mtime and size.
+    let src = fs::metadata(t.at("/etc/python3.11/sitecustomize.py")).unwrap();
+    let mut pyc = vec![0xa7, 0x0d, 0x0d, 0x0a, 0, 0, 0, 0];
+    pyc.extend((std::os::unix::fs::MetadataExt::mtime(&src) as u32).to_le_bytes());
+    pyc.extend((src.len() as u32).to_le_bytes());
     t.write(
         "/usr/lib/python3.11/__pycache__/sitecustomize.cpython-311.pyc",
-        b"\x00pyc",
+        &pyc,
     );
     // A user site with a path-only .pth that adds a directory holding a usercustomize.
     t.write(

@@ -203,6 +203,14 @@ fn cached_bytecode(root: &Root, path: &Path) -> Vec<(PathBuf, u64, u64)> {
     let Ok(entries) = fs::read_dir(root.host_path(&cache)) else {
         return Vec::new();
     };
+    // The source may be a link (Debian's points into /etc), resolved inside the root.
+    let Some(source) = root
+        .canonicalize(path)
+        .ok()
+        .and_then(|p| fs::metadata(root.host_path(&p)).ok())
+    else {
+        return Vec::new();
+    };
     let mut prefix = stem.to_owned();
     prefix.push(".");
     let prefix = std::os::unix::ffi::OsStrExt::as_bytes(prefix.as_os_str()).to_vec();
@@ -215,12 +223,37 @@ fn cached_bytecode(root: &Root, path: &Path) -> Vec<(PathBuf, u64, u64)> {
         })
         .filter_map(|e| {
             let meta = fs::metadata(e.path()).ok()?;
-            meta.is_file()
+            (meta.is_file() && pyc_tracks_source(&e.path(), &source))
                 .then(|| (cache.join(e.file_name()), meta.dev(), meta.ino()))
         })
         .collect();
     out.sort();
     out
+}
+
+/// Whether CPython would only run this `.pyc` if it matches `source`: a timestamp pyc
+/// (PEP 552 flags 0) recording the source's mtime and size, or a checked hash pyc (flags
+/// 3, verified against the source on import). An unchecked hash pyc, or a timestamp pyc
+/// of some other source, runs whatever it holds: it is a hook of its own, not this one.
+fn pyc_tracks_source(pyc: &Path, source: &fs::Metadata) -> bool {
+    use std::io::Read as _;
+    let mut header = [0u8; 16];
+    let Ok(mut f) = fs::File::open(pyc) else {
+        return false;
+    };
+    if f.read_exact(&mut header).is_err() {
+        return false;
+    }
+    let word =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    match word(4) {
+        0 => {
+            i64::from(word(8)) == source.mtime() & 0xffff_ffff
+                && u64::from(word(12)) == source.size() & 0xffff_ffff
+        }
+        3 => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -320,18 +353,57 @@ mod tests {
         let dir = scratch("pyc");
         fs::create_dir_all(dir.join("__pycache__")).unwrap();
         fs::write(dir.join("sitecustomize.py"), "import os\n").unwrap();
+        let meta = fs::metadata(dir.join("sitecustomize.py")).unwrap();
+        // PEP 552 header: magic, flags, then mtime and size (timestamp) or a hash.
+        let pyc = |flags: u32, mtime: u32, size: u32| {
+            let mut h = vec![0xa7, 0x0d, 0x0d, 0x0a];
+            h.extend(flags.to_le_bytes());
+            h.extend(mtime.to_le_bytes());
+            h.extend(size.to_le_bytes());
+            h.push(0xe3);
+            h
+        };
+        let (mtime, size) = (meta.mtime() as u32, meta.size() as u32);
         fs::write(
             dir.join("__pycache__/sitecustomize.cpython-311.pyc"),
+            pyc(0, mtime, size),
+        )
+        .unwrap();
+        // Checked hash pycs are verified against the source by CPython itself.
+        fs::write(
+            dir.join("__pycache__/sitecustomize.cpython-312.pyc"),
+            pyc(3, 1, 2),
+        )
+        .unwrap();
+        // Stale, unchecked-hash and truncated pycs run what they hold, not the source.
+        fs::write(
+            dir.join("__pycache__/sitecustomize.cpython-310.pyc"),
+            pyc(0, mtime.wrapping_add(1), size),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("__pycache__/sitecustomize.cpython-313.pyc"),
+            pyc(1, 1, 2),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("__pycache__/sitecustomize.cpython-39.pyc"),
             b"\x00",
         )
         .unwrap();
         fs::write(dir.join("__pycache__/other.cpython-311.pyc"), b"\x00").unwrap();
         let hook = read_hook(&dir.join("sitecustomize.py"), None).unwrap();
-        assert_eq!(hook.bytecode.len(), 1);
-        assert!(
-            hook.bytecode[0]
-                .0
-                .ends_with("__pycache__/sitecustomize.cpython-311.pyc")
+        let names: Vec<String> = hook
+            .bytecode
+            .iter()
+            .map(|(p, _, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "sitecustomize.cpython-311.pyc",
+                "sitecustomize.cpython-312.pyc"
+            ]
         );
         let json = serde_json::to_value(&hook).unwrap();
         assert_eq!(json["class"], "unknown");

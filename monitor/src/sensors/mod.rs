@@ -198,6 +198,17 @@ impl Sensors {
             })
     }
 
+    /// Forgets a hook (its file is gone): the kernel then treats the identity as unknown.
+    pub fn remove_hook(&mut self, key: FileKey) -> Result<(), SensorError> {
+        match self.hooks.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::Map {
+                name: map_names::HOOKS,
+                source,
+            }),
+        }
+    }
+
     pub fn set_credential(&mut self, key: FileKey, category: u32) -> Result<(), SensorError> {
         self.creds
             .insert(key, category, 0)
@@ -244,6 +255,35 @@ impl Sensors {
         let mut state = self.lineages.get(&id, 0).map_err(err)?;
         state.flags |= flags;
         self.lineages.insert(id, state, 0).map_err(err)
+    }
+
+    /// A process recognised as an interpreter by behaviour turned out not to be one (a
+    /// scanner, an indexer, a package manager listing site dirs): stop treating it as an
+    /// interpreter in start-up, and drop the lineage it started for itself. Attribution
+    /// it inherited from a real hook is kept.
+    pub fn release_process(&mut self, tgid: u32) -> Result<Option<u64>, SensorError> {
+        use monitor_common::proc_flags as pf;
+        let err = |source| SensorError::Map {
+            name: map_names::PROCS,
+            source,
+        };
+        let mut st = match self.procs.get(&tgid, 0) {
+            Ok(st) => st,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        if st.flags & pf::ATTRIBUTED != 0 {
+            return Ok(None);
+        }
+        let own = (st.lineage != 0).then_some(st.lineage);
+        st.flags &= !(pf::PYTHON | pf::STARTUP | pf::CANDIDATE | pf::BY_BEHAVIOUR);
+        st.hook_tid = 0;
+        st.lineage = 0;
+        self.procs.insert(tgid, st, 0).map_err(err)?;
+        if let Some(id) = own {
+            let _ = self.lineages.remove(&id);
+        }
+        Ok(own)
     }
 
     pub fn tracked_processes(&self) -> usize {

