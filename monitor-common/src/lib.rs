@@ -109,8 +109,11 @@ pub mod lineage_flags {
     pub const BLOCKED: u32 = 1 << 3;
     /// The lineage is being killed: every member gets SIGKILL at its next hooked call.
     pub const KILL: u32 = 1 << 4;
+    /// Userspace decided (a rule in block mode) that the lineage may not reach the
+    /// network any more.
+    pub const QUARANTINED: u32 = 1 << 5;
     /// Any of the flags that make the next network attempt a violation.
-    pub const TAINTED: u32 = CRED_READ | IOURING;
+    pub const TAINTED: u32 = CRED_READ | IOURING | QUARANTINED;
 }
 
 /// Flags of an open event (`OpenEvent::match_flags`).
@@ -418,8 +421,12 @@ pub struct KernelConfig {
     pub self_tgid: u32,
     /// Opens a CANDIDATE may make before it is dropped.
     pub probation_opens: u32,
+    /// `mode::*` for a lineage that runs a hook the kernel does not know as benign or
+    /// inert: block quarantines it from the network at once, kill kills it.
+    pub unknown_hook_mode: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelConfig>() == 16);
+const _: () = assert!(size_of::<KernelConfig>() == 24);
 
 /// Byte offsets of the kernel structure members the programs read, taken from the
 /// running kernel's BTF at load time (Rust eBPF has no CO-RE relocations).

@@ -74,6 +74,10 @@ pub enum Command {
         /// interpreter (0 disables recognition by behaviour).
         #[arg(long, default_value_t = 64)]
         probation_opens: u32,
+        /// Per-rule mode, overriding --mode for that rule (repeatable), e.g.
+        /// `--rule-mode unknown_startup_hook=block` to deny any unknown hook the network.
+        #[arg(long = "rule-mode", value_name = "RULE=MODE", value_parser = parse_rule_mode)]
+        rule_modes: Vec<(String, Mode)>,
     },
     /// Stream the events of tracked (Python) lineages as JSON Lines.
     Trace {
@@ -90,6 +94,19 @@ pub enum Command {
     /// Inventory the Python startup hooks under a root (this host or an unpacked image) and
     /// exit 1 when one runs code that is not a known-benign form: a gate for build hosts.
     Scan(crate::scan::ScanArgs),
+}
+
+/// `RULE=MODE` for `--rule-mode`.
+fn parse_rule_mode(s: &str) -> Result<(String, Mode), String> {
+    let (rule, mode) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected RULE=MODE, got `{s}`"))?;
+    let mode = Mode::from_str(mode, true).map_err(|_| {
+        format!("unknown mode `{mode}` for rule `{rule}`; modes are alert, block, kill")
+    })?;
+    let mut probe = crate::detect::RuleModes::new(Mode::Alert);
+    probe.set(rule, mode)?;
+    Ok((rule.to_owned(), mode))
 }
 
 pub fn init_logging(cli: &Cli) {
@@ -117,7 +134,14 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             mode,
             alert_log,
             probation_opens,
-        } => crate::run::run(mode, alert_log.as_deref(), probation_opens),
+            rule_modes,
+        } => {
+            let mut modes = crate::detect::RuleModes::new(mode);
+            for (rule, m) in rule_modes {
+                modes.set(&rule, m).map_err(anyhow::Error::msg)?;
+            }
+            crate::run::run(modes, alert_log.as_deref(), probation_opens)
+        }
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
         Command::Scan(args) => Ok(crate::scan::scan(&args)?),
     }
@@ -190,4 +214,48 @@ fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<Exit
     drop(sensors);
     let _ = sink.out.flush();
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_mode_arguments() {
+        assert_eq!(
+            parse_rule_mode("hook_persistence=kill").unwrap(),
+            ("hook_persistence".to_owned(), Mode::Kill)
+        );
+        assert!(
+            parse_rule_mode("hook_persistence")
+                .unwrap_err()
+                .contains("RULE=MODE")
+        );
+        assert!(
+            parse_rule_mode("hook_persistence=stop")
+                .unwrap_err()
+                .contains("modes are")
+        );
+        assert!(
+            parse_rule_mode("nope=block")
+                .unwrap_err()
+                .contains("unknown rule")
+        );
+        let cli = Cli::try_parse_from([
+            "pthwatch",
+            "run",
+            "--mode",
+            "alert",
+            "--rule-mode",
+            "unknown_startup_hook=block",
+        ])
+        .unwrap();
+        let Command::Run { rule_modes, .. } = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(
+            rule_modes,
+            [("unknown_startup_hook".to_owned(), Mode::Block)]
+        );
+    }
 }

@@ -35,6 +35,67 @@ use crate::{
     trace::protocol_name,
 };
 
+/// Rule names, as alerts and the configuration spell them.
+pub const EXFIL: &str = "hook_credential_exfiltration";
+pub const UNKNOWN_HOOK: &str = "unknown_startup_hook";
+pub const RULES: [&str; 5] = [
+    EXFIL,
+    "hook_credential_access",
+    "hook_persistence",
+    "hook_exec_written_file",
+    UNKNOWN_HOOK,
+];
+
+/// The response mode of each rule: a default, overridden per rule. Rule 1's mode is the
+/// kernel's (it decides deny and kill itself); the others are applied from here.
+#[derive(Clone, Debug)]
+pub struct RuleModes {
+    default: Mode,
+    overrides: Vec<(&'static str, Mode)>,
+}
+
+impl RuleModes {
+    pub fn new(default: Mode) -> Self {
+        Self {
+            default,
+            overrides: Vec::new(),
+        }
+    }
+
+    /// Overrides one rule; unknown rule names are refused with the list of known ones.
+    pub fn set(&mut self, rule: &str, mode: Mode) -> Result<(), String> {
+        let Some(&name) = RULES.iter().find(|r| **r == rule) else {
+            return Err(format!(
+                "unknown rule `{rule}`; rules are: {}",
+                RULES.join(", ")
+            ));
+        };
+        self.overrides.retain(|(r, _)| *r != name);
+        self.overrides.push((name, mode));
+        Ok(())
+    }
+
+    /// The rule's mode. `--mode` sets the rules about what a hook did; whether a hook
+    /// merely being unknown is reason enough to act is a separate choice, `alert`
+    /// unless set for that rule (many hosts run home-grown hooks).
+    pub fn get(&self, rule: &str) -> Mode {
+        let default = if rule == UNKNOWN_HOOK {
+            Mode::Alert
+        } else {
+            self.default
+        };
+        self.overrides
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map_or(default, |(_, m)| *m)
+    }
+
+    /// What the kernel enforces by itself: rule 1's mode.
+    pub fn kernel(&self) -> Mode {
+        self.get(EXFIL)
+    }
+}
+
 /// How long after the first network attempt of a tainted lineage the alert waits for the
 /// kernel's other reports of the same attempt (the tracepoint sees it before the cgroup
 /// program decides).
@@ -69,6 +130,8 @@ struct Lineage {
     /// dropped later on a held socket can say where it was going.
     connects: HashMap<u64, Net>,
     network_attempted: bool,
+    /// A rule in block mode denied the lineage the network.
+    quarantined: bool,
     last_seen: Option<Instant>,
 }
 
@@ -79,7 +142,7 @@ impl Lineage {
 }
 
 pub struct Detector {
-    mode: Mode,
+    modes: RuleModes,
     host: String,
     log: AlertLog,
     catalog: CredentialCatalog,
@@ -101,14 +164,14 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(
-        mode: Mode,
+        modes: RuleModes,
         log: AlertLog,
         catalog: CredentialCatalog,
         homes: Vec<PathBuf>,
         hooks: HookBook,
     ) -> Self {
         Self {
-            mode,
+            modes,
             host: hostname(),
             log,
             catalog,
@@ -190,7 +253,7 @@ impl Detector {
             }
         }
         if new_persistence {
-            let action = self.respond_outside_kernel(rt, h.lineage);
+            let action = self.respond_outside_kernel(rt, h.lineage, "hook_persistence");
             let summary =
                 format!("a startup hook's lineage wrote {path}, where programs start themselves");
             self.fire(
@@ -291,6 +354,12 @@ impl Detector {
             }
         }
         let executable = matches!(hook.class, HookClass::Unknown | HookClass::Risky { .. });
+        // The response applies to every run of the hook; the report is made once.
+        let action = if executable && h.lineage != 0 {
+            self.respond_outside_kernel(rt, h.lineage, UNKNOWN_HOOK)
+        } else {
+            Action::Alert
+        };
         if executable && self.reported_hooks.insert(hook.sha256.clone()) {
             let summary = format!(
                 "an executable startup hook that is not a known-benign form ran: {}",
@@ -299,9 +368,9 @@ impl Detector {
             let alert = self.build(
                 rt,
                 h.lineage,
-                "unknown_startup_hook",
+                UNKNOWN_HOOK,
                 Severity::Medium,
-                Action::Alert,
+                action,
                 h.tgid,
                 None,
                 summary,
@@ -320,7 +389,7 @@ impl Detector {
         let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
         let l = self.lineage(h.lineage, h.tgid);
         if l.written.contains(&key) || memfd {
-            let action = self.respond_outside_kernel(rt, h.lineage);
+            let action = self.respond_outside_kernel(rt, h.lineage, "hook_exec_written_file");
             let summary = format!(
                 "a startup hook's lineage executed a file it wrote: {}",
                 e.exe.display()
@@ -347,7 +416,7 @@ impl Detector {
         let inet = n.addr.is_some() || n.source == monitor_common::net_source::CG_EGRESS;
         let action = match n.verdict {
             verdict::KILLED => Action::Killed,
-            verdict::DENIED if self.mode == Mode::Kill => Action::Killed,
+            verdict::DENIED if self.modes.get(EXFIL) == Mode::Kill => Action::Killed,
             verdict::DENIED => Action::Blocked,
             _ => Action::Alert,
         };
@@ -356,7 +425,7 @@ impl Detector {
         } else {
             self.lineages.get(&h.lineage).map_or(0, |l| l.root_tgid)
         };
-        let kill_mode = self.mode == Mode::Kill;
+        let kill_mode = self.modes.get(EXFIL) == Mode::Kill;
         let l = self.lineage(h.lineage, tgid);
         if !inet && n.verdict == verdict::ALLOWED {
             return;
@@ -364,7 +433,9 @@ impl Detector {
         let n = &with_held_destination(l, n);
         l.network_attempted = true;
         if !(l.tainted() || n.verdict != verdict::ALLOWED)
-            || l.fired.contains("hook_credential_exfiltration")
+            || l.fired.contains(EXFIL)
+            // A quarantined lineage that read nothing: its own rule reported the block.
+            || (!l.tainted() && l.quarantined)
         {
             return;
         }
@@ -388,19 +459,34 @@ impl Detector {
         }
     }
 
-    /// Kill mode also applies to what the kernel does not decide (rule 2): the lineage is
-    /// killed from here.
-    fn respond_outside_kernel(&mut self, rt: &mut RuntimeParts<'_>, lineage: u64) -> Action {
-        if self.mode != Mode::Kill {
+    /// The response of a rule the kernel does not decide by itself, in that rule's mode:
+    /// block quarantines the lineage (the kernel denies its network from now on), kill
+    /// kills it (from the kernel at each member's next hooked call, and from here).
+    fn respond_outside_kernel(
+        &mut self,
+        rt: &mut RuntimeParts<'_>,
+        lineage: u64,
+        rule: &'static str,
+    ) -> Action {
+        let (flag, action) = match self.modes.get(rule) {
+            Mode::Alert => return Action::Alert,
+            Mode::Block => (lineage_flags::QUARANTINED, Action::Blocked),
+            Mode::Kill => (lineage_flags::KILL, Action::Killed),
+        };
+        if lineage == 0 {
             return Action::Alert;
         }
-        if let Err(e) = rt.sensors.mark_lineage(lineage, lineage_flags::KILL) {
-            tracing::warn!(lineage, error = %e, "could not mark lineage for killing");
+        if let Err(e) = rt.sensors.mark_lineage(lineage, flag) {
+            tracing::warn!(lineage, rule, error = %e, "could not apply the rule's response in the kernel");
+            return Action::Alert;
         }
-        if let Some(l) = self.lineages.get(&lineage) {
-            kill_members(rt.procs, l);
+        if let Some(l) = self.lineages.get_mut(&lineage) {
+            l.quarantined |= action == Action::Blocked;
+            if action == Action::Killed {
+                kill_members(rt.procs, l);
+            }
         }
-        Action::Killed
+        action
     }
 
     #[expect(
@@ -548,7 +634,7 @@ impl Detector {
                 self.fire(
                     rt,
                     id,
-                    "hook_credential_exfiltration",
+                    EXFIL,
                     Severity::Critical,
                     action,
                     tgid,
@@ -557,7 +643,7 @@ impl Detector {
                     true,
                 );
             } else {
-                let action = self.respond_outside_kernel(rt, id);
+                let action = self.respond_outside_kernel(rt, id, "hook_credential_access");
                 let summary = "a startup hook's lineage read credentials".to_owned();
                 self.fire(
                     rt,
@@ -691,4 +777,58 @@ fn alert_id(lineage: u64, rule: &str) -> String {
     );
     let d = h.finalize();
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_modes_default_and_override() {
+        let mut m = RuleModes::new(Mode::Alert);
+        assert_eq!(m.kernel(), Mode::Alert);
+        assert_eq!(RuleModes::new(Mode::Kill).get(UNKNOWN_HOOK), Mode::Alert);
+        assert_eq!(RuleModes::new(Mode::Kill).get("hook_persistence"), Mode::Kill);
+        m.set(EXFIL, Mode::Kill).unwrap();
+        m.set("hook_persistence", Mode::Block).unwrap();
+        m.set("hook_persistence", Mode::Kill).unwrap();
+        assert_eq!(m.kernel(), Mode::Kill);
+        assert_eq!(m.get("hook_persistence"), Mode::Kill);
+        assert_eq!(m.get(UNKNOWN_HOOK), Mode::Alert);
+        let err = m.set("hook_typo", Mode::Block).unwrap_err();
+        assert!(err.contains("hook_typo") && err.contains(EXFIL), "{err}");
+    }
+
+    #[test]
+    fn an_egress_drop_borrows_the_destination_of_the_connect() {
+        use monitor_common::net_source::{CG_CONNECT4, CG_EGRESS};
+        let mut l = Lineage::default();
+        let connect = Net {
+            header: Default::default(),
+            family: 2,
+            port: 8443,
+            protocol: 6,
+            addr: Some("10.1.2.3".parse().unwrap()),
+            cookie: 77,
+            source: CG_CONNECT4,
+            verdict: verdict::ALLOWED,
+        };
+        with_held_destination(&mut l, &connect);
+        let drop = Net {
+            addr: None,
+            port: 0,
+            protocol: 0,
+            source: CG_EGRESS,
+            verdict: verdict::DENIED,
+            ..connect.clone()
+        };
+        let filled = with_held_destination(&mut l, &drop);
+        assert_eq!(filled.addr, connect.addr);
+        assert_eq!((filled.port, filled.protocol), (8443, 6));
+        let other = Net {
+            cookie: 78,
+            ..drop.clone()
+        };
+        assert_eq!(with_held_destination(&mut l, &other).addr, None);
+    }
 }

@@ -11,10 +11,10 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     alert::AlertLog,
-    cli::{Mode, runtime},
+    cli::runtime,
     credentials::{self, CredentialCatalog},
     daemon::{self, Runtime},
-    detect::Detector,
+    detect::{Detector, RuleModes},
     hookbook::{HookBook, kernel_keys},
     inventory::{DiscoverOptions, Inventory},
     notify::notify,
@@ -22,7 +22,8 @@ use crate::{
     watch::{self, SiteWatcher},
 };
 
-pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result<ExitCode> {
+pub fn run(modes: RuleModes, alert_log: Option<&Path>, probation_opens: u32) -> Result<ExitCode> {
+    let mode = modes.kernel();
     let log = AlertLog::open(alert_log).with_context(|| {
         format!(
             "opening the alert log {}",
@@ -32,6 +33,7 @@ pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result
     let opts = SensorOptions {
         mode: mode.kernel(),
         probation_opens,
+        unknown_hook_mode: modes.get(crate::detect::UNKNOWN_HOOK).kernel(),
         ..SensorOptions::default()
     };
     let mut rt = daemon::start(&opts)?;
@@ -39,7 +41,7 @@ pub fn run(mode: Mode, alert_log: Option<&Path>, probation_opens: u32) -> Result
     let (hooks, site_watcher) = load_inventory(&mut rt, &homes);
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);
-    let mut detector = Detector::new(mode, log, catalog, homes, hooks);
+    let mut detector = Detector::new(modes, log, catalog, homes, hooks);
     if let Some(w) = site_watcher {
         detector.set_watcher(w);
     }

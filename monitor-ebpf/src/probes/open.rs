@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
-    PATH_OFFSET, ProcState, hook_class, lineage_flags, name_hash, open_match, open_source,
+    PATH_OFFSET, ProcState, hook_class, lineage_flags, mode, name_hash, open_match, open_source,
     proc_flags,
 };
 
@@ -219,8 +219,18 @@ fn enter_hook(st: &mut ProcState, pid: u32, tgid: u32, class: u32, key: FileKey)
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let id = new_lineage_id(now, cpu);
+    // An unknown hook's lineage may be denied the network (or killed) from its first
+    // instruction, by policy, without waiting for userspace.
+    let unknown_mode = crate::maps::config().unknown_hook_mode;
+    let flags = if unknown_mode == mode::KILL {
+        lineage_flags::KILL
+    } else if unknown_mode == mode::BLOCK {
+        lineage_flags::QUARANTINED
+    } else {
+        0
+    };
     let state = LineageState {
-        flags: 0,
+        flags,
         hook_class: class,
         hook_ino: key.ino,
         hook_dev: key.dev,

@@ -90,6 +90,7 @@ pub struct SensorOptions {
     pub trace_all: bool,
     pub ringbuf_bytes: u32,
     pub probation_opens: u32,
+    pub unknown_hook_mode: u32,
 }
 
 impl Default for SensorOptions {
@@ -99,6 +100,7 @@ impl Default for SensorOptions {
             trace_all: false,
             ringbuf_bytes: 8 * 1024 * 1024,
             probation_opens: 64,
+            unknown_hook_mode: monitor_common::mode::ALERT,
         }
     }
 }
@@ -164,6 +166,8 @@ impl Sensors {
             trace_all: u32::from(opts.trace_all),
             self_tgid: std::process::id(),
             probation_opens: opts.probation_opens,
+            unknown_hook_mode: opts.unknown_hook_mode,
+            _pad: 0,
         })?;
         Ok(sensors)
     }
