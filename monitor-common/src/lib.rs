@@ -130,6 +130,11 @@ pub mod open_match {
     pub const HOOK_KNOWN: u32 = 1 << 4;
     /// The path walk hit its depth or size limit; the path is a suffix.
     pub const PATH_TRUNCATED: u32 = 1 << 5;
+    /// A member of a lineage ran the lineage's own hook again.
+    pub const REENTRY: u32 = 1 << 6;
+    /// ... and the lineage passed `REENTRY_LIMIT` with the respawn rule enforcing: the
+    /// process was killed, and so is every member at its next hooked call.
+    pub const RUNAWAY_STOPPED: u32 = 1 << 7;
 }
 
 /// Which call produced an open event.
@@ -343,8 +348,16 @@ pub struct LineageState {
     pub hook_dev: u32,
     /// The interpreter process that ran the hook.
     pub root_tgid: u32,
+    /// Times a member interpreter ran the lineage's own hook again during its start-up
+    /// (a hook that spawns interpreters re-runs itself in each of them).
+    pub reentries: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<LineageState>() == 24);
+const _: () = assert!(size_of::<LineageState>() == 32);
+
+/// Re-entries of its own hook after which a lineage is a runaway respawn (a recursive
+/// hook is a fork bomb): stopped in block and kill mode.
+pub const REENTRY_LIMIT: u32 = 16;
 
 /// Key of a file by identity: kernel-encoded device (`MKDEV(major, minor)` = major << 20 |
 /// minor) and inode number.
@@ -424,7 +437,8 @@ pub struct KernelConfig {
     /// `mode::*` for a lineage that runs a hook the kernel does not know as benign or
     /// inert: block quarantines it from the network at once, kill kills it.
     pub unknown_hook_mode: u32,
-    pub _pad: u32,
+    /// `mode::*` for a lineage whose hook keeps re-running itself (`REENTRY_LIMIT`).
+    pub respawn_mode: u32,
 }
 const _: () = assert!(size_of::<KernelConfig>() == 24);
 

@@ -38,12 +38,14 @@ use crate::{
 /// Rule names, as alerts and the configuration spell them.
 pub const EXFIL: &str = "hook_credential_exfiltration";
 pub const UNKNOWN_HOOK: &str = "unknown_startup_hook";
-pub const RULES: [&str; 5] = [
+pub const RESPAWN: &str = "hook_runaway_respawn";
+pub const RULES: [&str; 6] = [
     EXFIL,
     "hook_credential_access",
     "hook_persistence",
     "hook_exec_written_file",
     UNKNOWN_HOOK,
+    RESPAWN,
 ];
 
 /// The response mode of each rule: a default, overridden per rule. Rule 1's mode is the
@@ -132,6 +134,8 @@ struct Lineage {
     network_attempted: bool,
     /// A rule in block mode denied the lineage the network.
     quarantined: bool,
+    /// Members that ran the lineage's own hook again.
+    reentries: u32,
     last_seen: Option<Instant>,
 }
 
@@ -219,6 +223,9 @@ impl Detector {
         if h.lineage == 0 {
             return;
         }
+        if o.match_flags & open_match::REENTRY != 0 {
+            self.on_reentry(rt, o);
+        }
         let path = o.path.to_string_lossy().into_owned();
         let kernel_cred = o.match_flags & (open_match::CRED_INODE | open_match::CRED_NAME) != 0;
         let regular = o.mode & 0o170_000 == 0o100_000;
@@ -302,6 +309,9 @@ impl Detector {
                 true
             }
             None => {
+                if let Err(e) = rt.sensors.set_not_interpreter(key) {
+                    tracing::warn!(tgid, error = %e, "could not record a non-interpreter");
+                }
                 match rt.sensors.release_process(tgid) {
                     Ok(own) => {
                         if let Some(id) = own {
@@ -331,6 +341,42 @@ impl Detector {
                 false
             }
         }
+    }
+
+    /// A member ran the lineage's own hook again: a hook that starts interpreters runs
+    /// itself in each, and without a guard that is a fork bomb. Past the limit the
+    /// kernel stops it (block and kill mode); this reports it once and kills the rest.
+    fn on_reentry(&mut self, rt: &mut RuntimeParts<'_>, o: &Open) {
+        let h = &o.header;
+        let stopped = o.match_flags & open_match::RUNAWAY_STOPPED != 0;
+        let l = self.lineage(h.lineage, h.tgid);
+        l.reentries += 1;
+        if !stopped && l.reentries <= monitor_common::REENTRY_LIMIT {
+            return;
+        }
+        if stopped {
+            kill_members(rt.procs, l);
+        }
+        let action = if stopped {
+            Action::Killed
+        } else {
+            Action::Alert
+        };
+        let summary = format!(
+            "a startup hook keeps re-running itself in interpreters it starts ({} times): a runaway respawn",
+            l.reentries
+        );
+        self.fire(
+            rt,
+            h.lineage,
+            RESPAWN,
+            Severity::High,
+            action,
+            h.tgid,
+            None,
+            summary,
+            true,
+        );
     }
 
     /// An interpreter opened a startup hook during start-up.
@@ -788,7 +834,10 @@ mod tests {
         let mut m = RuleModes::new(Mode::Alert);
         assert_eq!(m.kernel(), Mode::Alert);
         assert_eq!(RuleModes::new(Mode::Kill).get(UNKNOWN_HOOK), Mode::Alert);
-        assert_eq!(RuleModes::new(Mode::Kill).get("hook_persistence"), Mode::Kill);
+        assert_eq!(
+            RuleModes::new(Mode::Kill).get("hook_persistence"),
+            Mode::Kill
+        );
         m.set(EXFIL, Mode::Kill).unwrap();
         m.set("hook_persistence", Mode::Block).unwrap();
         m.set("hook_persistence", Mode::Kill).unwrap();

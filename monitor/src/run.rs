@@ -34,6 +34,7 @@ pub fn run(modes: RuleModes, alert_log: Option<&Path>, probation_opens: u32) -> 
         mode: mode.kernel(),
         probation_opens,
         unknown_hook_mode: modes.get(crate::detect::UNKNOWN_HOOK).kernel(),
+        respawn_mode: modes.get(crate::detect::RESPAWN).kernel(),
         ..SensorOptions::default()
     };
     let mut rt = daemon::start(&opts)?;

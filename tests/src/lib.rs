@@ -19,6 +19,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod payload;
+
 /// The interpreter the tests run: Debian's, which exports `Py_RunMain` itself.
 pub const PYTHON: &str = "/usr/bin/python3.11";
 
@@ -267,10 +269,10 @@ impl Daemon {
         std::fs::create_dir_all(&dir).expect("daemon dir");
         let sock_path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-        sock.set_read_timeout(Some(Duration::from_secs(90)))
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         let alert_log = dir.join("alerts.jsonl");
-        let child = Command::new(pthwatch_bin())
+        let mut child = Command::new(pthwatch_bin())
             .args(["run", "--mode", mode, "--alert-log"])
             .arg(&alert_log)
             .args(extra)
@@ -280,14 +282,21 @@ impl Daemon {
             .spawn()
             .expect("spawn pthwatch run");
         let mut buf = [0u8; 512];
+        let start = Instant::now();
         loop {
-            let n = sock
-                .recv(&mut buf)
-                .expect("pthwatch run did not send READY=1 in time");
-            let msg = String::from_utf8_lossy(&buf[..n]);
-            if msg.lines().any(|l| l == "READY=1") {
-                break;
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]);
+                if msg.lines().any(|l| l == "READY=1") {
+                    break;
+                }
             }
+            if let Some(status) = child.try_wait().expect("wait") {
+                panic!("pthwatch run exited with {status} before it was ready");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "pthwatch run did not send READY=1 in 90 s"
+            );
         }
         Self {
             child,

@@ -150,6 +150,9 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
             None => hook_class::UNKNOWN,
         };
         acting = enter_hook(st, pid, tgid, class, key);
+        if st.flags & proc_flags::ATTRIBUTED != 0 {
+            matched |= reentry(acting, key);
+        }
     }
 
     if acting != 0 && kind == S_IFREG {
@@ -235,6 +238,8 @@ fn enter_hook(st: &mut ProcState, pid: u32, tgid: u32, class: u32, key: FileKey)
         hook_ino: key.ino,
         hook_dev: key.dev,
         root_tgid: tgid,
+        reentries: 0,
+        _pad: 0,
     };
     if LINEAGES.insert(&id, &state, 0).is_err() {
         return 0;
@@ -242,6 +247,30 @@ fn enter_hook(st: &mut ProcState, pid: u32, tgid: u32, class: u32, key: FileKey)
     st.lineage = id;
     st.hook_tid = pid;
     id
+}
+
+/// A member of lineage `id` opened `key` during its own start-up: when that is the
+/// lineage's hook, the hook is running itself again in an interpreter it started.
+/// Returns the `open_match` flags to report.
+#[inline(always)]
+fn reentry(id: u64, key: FileKey) -> u32 {
+    let Some(l) = crate::state::lineage_mut(id) else {
+        return 0;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let l = unsafe { &mut *l };
+    if l.hook_ino != key.ino || l.hook_dev != key.dev {
+        return 0;
+    }
+    l.reentries = l.reentries.saturating_add(1);
+    if l.reentries <= monitor_common::REENTRY_LIMIT
+        || crate::maps::config().respawn_mode < mode::BLOCK
+    {
+        return open_match::REENTRY;
+    }
+    l.flags |= lineage_flags::KILL;
+    crate::state::kill_current();
+    open_match::REENTRY | open_match::RUNAWAY_STOPPED
 }
 
 /// What the kernel learns about one path component by scanning it once (in a `bpf_loop`

@@ -56,12 +56,21 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let exe = read_ptr(bprm, o.bprm_file)?;
     let facts = file_facts(exe)?;
     let mut python = 0;
+    // Executables userspace has checked: 1 is an interpreter, 0 is not (no probation).
+    const UNCHECKED: u32 = u32::MAX;
+    let verdict = match INTERPRETERS.get_ptr(&FileKey::new(facts.dev, facts.ino)) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(v) => unsafe { core::ptr::read_volatile(v) },
+        None => UNCHECKED,
+    };
+    let probation = if verdict == 0 {
+        0
+    } else {
+        cfg.probation_opens
+    };
     if is_python_comm(&comm) {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_NAME;
-    } else if INTERPRETERS
-        .get_ptr(&FileKey::new(facts.dev, facts.ino))
-        .is_some()
-    {
+    } else if verdict == 1 {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_INODE;
     }
 
@@ -73,7 +82,11 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 st.flags & proc_flags::CANDIDATE != 0 && st.flags & proc_flags::LINEAGE == 0;
             if was_candidate_only && python == 0 {
                 // A probation process exec'ing something else starts a new probation.
-                st.budget = cfg.probation_opens;
+                if probation == 0 {
+                    let _ = PROCS.remove(&tgid);
+                } else {
+                    st.budget = probation;
+                }
                 return Ok(());
             }
             // The exec'ing thread may have been running hook code: the new program is
@@ -90,9 +103,9 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             // A lineage member exec'ing something not named like Python may still be a
             // renamed interpreter: put it on probation too.
             st.budget = 0;
-            if python == 0 && cfg.probation_opens > 0 {
+            if python == 0 && probation > 0 {
                 flags |= proc_flags::CANDIDATE;
-                st.budget = cfg.probation_opens;
+                st.budget = probation;
             }
             st.flags = flags;
             st.hook_tid = 0;
@@ -115,13 +128,13 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                     budget: 0,
                     ppid,
                 }
-            } else if cfg.probation_opens > 0 {
+            } else if probation > 0 {
                 ProcState {
                     flags: proc_flags::CANDIDATE,
                     hook_tid: 0,
                     lineage: 0,
                     start_ns,
-                    budget: cfg.probation_opens,
+                    budget: probation,
                     ppid,
                 }
             } else {

@@ -91,6 +91,7 @@ pub struct SensorOptions {
     pub ringbuf_bytes: u32,
     pub probation_opens: u32,
     pub unknown_hook_mode: u32,
+    pub respawn_mode: u32,
 }
 
 impl Default for SensorOptions {
@@ -101,6 +102,7 @@ impl Default for SensorOptions {
             ringbuf_bytes: 8 * 1024 * 1024,
             probation_opens: 64,
             unknown_hook_mode: monitor_common::mode::ALERT,
+            respawn_mode: monitor_common::mode::ALERT,
         }
     }
 }
@@ -167,7 +169,7 @@ impl Sensors {
             self_tgid: std::process::id(),
             probation_opens: opts.probation_opens,
             unknown_hook_mode: opts.unknown_hook_mode,
-            _pad: 0,
+            respawn_mode: opts.respawn_mode,
         })?;
         Ok(sensors)
     }
@@ -234,6 +236,17 @@ impl Sensors {
     pub fn set_interpreter(&mut self, key: FileKey) -> Result<(), SensorError> {
         self.interpreters
             .insert(key, 1, 0)
+            .map_err(|source| SensorError::Map {
+                name: map_names::INTERPRETERS,
+                source,
+            })
+    }
+
+    /// Records an executable that is not an interpreter (it was checked after it behaved
+    /// like one): its next runs skip probation.
+    pub fn set_not_interpreter(&mut self, key: FileKey) -> Result<(), SensorError> {
+        self.interpreters
+            .insert(key, 0, 0)
             .map_err(|source| SensorError::Map {
                 name: map_names::INTERPRETERS,
                 source,
