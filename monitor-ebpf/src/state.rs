@@ -27,8 +27,17 @@ pub fn acting_lineage(st: &ProcState, pid: u32) -> u64 {
     if st.flags & proc_flags::ATTRIBUTED != 0 {
         return st.lineage;
     }
-    if st.hook_tid != 0 && st.hook_tid == pid {
-        return st.lineage;
+    if st.hook_tid != 0 {
+        if st.hook_tid == pid {
+            return st.lineage;
+        }
+        // io_uring runs requests the hook thread submitted on kernel worker threads of
+        // the same process (`iou-wrk-*`, `iou-sqp-*`): they act for the same hook.
+        if let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() {
+            if comm[0] == b'i' && comm[1] == b'o' && comm[2] == b'u' && comm[3] == b'-' {
+                return st.lineage;
+            }
+        }
     }
     if st.flags & proc_flags::HAS_HOOK_THREADS != 0 {
         // SAFETY: the value is copied out immediately.

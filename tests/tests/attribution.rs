@@ -60,6 +60,9 @@ fn run_blocked(
     let (code, out) = sb.python(&["-c", main]);
     assert_eq!(code, 0, "the main program must run: {out}");
     let done = wait_marker(sb, marker_wait);
+    if done.is_none() {
+        eprintln!("the payload left no marker; the interpreter said:\n{out}");
+    }
     let alert = exfil_alert(&daemon);
     (done, alert, daemon.stop())
 }
@@ -280,9 +283,11 @@ fn a_hook_that_respawns_itself_is_stopped_in_block_mode() {
         .find(|a| a["rule"] == "hook_runaway_respawn")
         .expect("alert");
     assert_eq!(alert["action"], "killed", "{alert:#}");
-    assert!(alert["startup_hook"]["path"]
-        .as_str()
-        .is_some_and(|p| p.ends_with("respawn.pth")));
+    assert!(
+        alert["startup_hook"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("respawn.pth"))
+    );
 }
 
 #[test]
@@ -306,4 +311,66 @@ fn a_hook_that_respawns_itself_is_only_reported_in_alert_mode() {
 /// `monitor_common::REENTRY_LIMIT`, restated: the tests see pthwatch from outside.
 fn monitor_limit() -> u32 {
     16
+}
+
+/// io_uring end to end: the credential is opened and read, the socket connected and the
+/// data sent, all as io_uring requests (which syscall tracepoints never see), in a child
+/// the hook starts and in the hook's own interpreter.
+fn iouring_exfiltration(in_process: bool) {
+    let sb = Sandbox::new(if in_process {
+        "uring-inproc"
+    } else {
+        "uring-child"
+    });
+    let sink = TcpSink::start();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/iouring_exfil.py");
+    let cred = sb.home.join(".aws/credentials");
+    let marker = sb.home.join("payload.done");
+    let line = if in_process {
+        format!(
+            "import os; os.environ.get('PTHW_CHILD') or exec(open({:?}).read(), {{'__name__': 'hook', 'FILE': {:?}, 'PORT': {}, 'MARKER': {:?}}})\n",
+            fixture.display().to_string(),
+            cred.display().to_string(),
+            sink.port,
+            marker.display().to_string()
+        )
+    } else {
+        format!(
+            "import os, sys, subprocess; os.environ.get('PTHW_CHILD') or subprocess.Popen([sys.executable, {:?}, {:?}, '{}', {:?}], env=dict(os.environ, PTHW_CHILD='1'))\n",
+            fixture.display().to_string(),
+            cred.display().to_string(),
+            sink.port,
+            marker.display().to_string()
+        )
+    };
+    let pth = sb.pth("uring_init.pth", &line);
+    let (done, alert, alerts) = run_blocked(&sb, "pass", Duration::from_secs(20));
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the io_uring connect must be denied"
+    );
+    assert_eq!(sink.bytes(), 0, "bytes left through io_uring");
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*integration_tests::real(&pth).to_string_lossy())
+    );
+    assert_eq!(alert["destination"]["port"], sink.port, "{alert:#}");
+}
+
+#[test]
+fn io_uring_exfiltration_from_a_hook_child_is_blocked() {
+    if can_run() {
+        iouring_exfiltration(false);
+    }
+}
+
+#[test]
+fn io_uring_exfiltration_inside_the_hook_is_blocked() {
+    if can_run() {
+        iouring_exfiltration(true);
+    }
 }
