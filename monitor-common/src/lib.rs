@@ -114,6 +114,9 @@ pub mod lineage_flags {
     pub const QUARANTINED: u32 = 1 << 5;
     /// Any of the flags that make the next network attempt a violation.
     pub const TAINTED: u32 = CRED_READ | IOURING | QUARANTINED;
+    /// What rule 1 (and so the kernel's own mode) is about: something may have been
+    /// read. A quarantine is another rule's block decision, never a reason to kill.
+    pub const READ: u32 = CRED_READ | IOURING;
 }
 
 /// Flags of an open event (`OpenEvent::match_flags`).

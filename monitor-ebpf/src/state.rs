@@ -1,9 +1,11 @@
 //! Tracking state: who is tracked, which lineage a thread acts for, and the kernel-side
 //! verdicts on a lineage.
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_send_signal};
-use monitor_common::{LineageState, ProcState, counter, lineage_flags, proc_flags};
+use monitor_common::{
+    KernelConfig, LineageState, ProcState, counter, lineage_flags, mode, proc_flags,
+};
 
-use crate::maps::{LINEAGES, PROCS, THREADS, count};
+use crate::maps::{LINEAGES, PROCS, THREADS, config, count};
 
 const SIGKILL: u32 = 9;
 
@@ -99,4 +101,35 @@ pub fn enforce_kill(lineage: u64) -> bool {
 #[inline(always)]
 pub fn new_lineage_id(now_ns: u64, cpu: u32) -> u64 {
     (now_ns << 8) | u64::from(cpu & 0xff)
+}
+
+/// What a probe on a network or io_uring call needs about the calling thread.
+pub struct Caller {
+    pub st: *mut ProcState,
+    /// The lineage the thread acts for (0 = none).
+    pub lineage: u64,
+    pub cfg: KernelConfig,
+}
+
+/// The calling thread, when the probe has anything to do for it: its process is tracked,
+/// and it acts for a lineage or everything is being traced.
+#[inline(always)]
+pub fn caller() -> Option<Caller> {
+    let (pid, tgid) = current_ids();
+    let st = proc_mut(tgid)?;
+    // SAFETY: map value pointer from a successful lookup.
+    let lineage = acting_lineage(unsafe { &*st }, pid);
+    let cfg = config();
+    if lineage == 0 && cfg.trace_all == 0 {
+        return None;
+    }
+    Some(Caller { st, lineage, cfg })
+}
+
+/// Whether a lineage with `flags` dies at a network attempt: it is being killed, or it
+/// read something and the kernel's mode is kill.
+#[inline(always)]
+pub fn kills_on_network(flags: u32, kernel_mode: u32) -> bool {
+    flags & lineage_flags::KILL != 0
+        || (flags & lineage_flags::READ != 0 && kernel_mode == mode::KILL)
 }

@@ -196,6 +196,15 @@ impl Detector {
         }
     }
 
+    /// The process an alert is about: the one that acted, or, where the kernel could not
+    /// say (a packet dropped outside its sender's context), the lineage's interpreter.
+    fn acting_tgid(&self, lineage: u64, tgid: u32) -> u32 {
+        if tgid != 0 {
+            return tgid;
+        }
+        self.lineages.get(&lineage).map_or(0, |l| l.root_tgid)
+    }
+
     pub fn set_watcher(&mut self, watcher: crate::watch::SiteWatcher) {
         self.watcher = Some(watcher);
     }
@@ -504,11 +513,7 @@ impl Detector {
             verdict::DENIED => Action::Blocked,
             _ => Action::Alert,
         };
-        let tgid = if h.tgid != 0 {
-            h.tgid
-        } else {
-            self.lineages.get(&h.lineage).map_or(0, |l| l.root_tgid)
-        };
+        let tgid = self.acting_tgid(h.lineage, h.tgid);
         let kill_mode = self.modes.get(EXFIL) == Mode::Kill;
         let l = self.lineage(h.lineage, tgid);
         if !inet && n.verdict == verdict::ALLOWED {
@@ -698,16 +703,7 @@ impl Detector {
             }
         }
         for (id, what, action, net) in due {
-            let tgid = net.as_ref().map_or_else(
-                || self.lineages.get(&id).map_or(0, |l| l.root_tgid),
-                |n| {
-                    if n.header.tgid != 0 {
-                        n.header.tgid
-                    } else {
-                        self.lineages.get(&id).map_or(0, |l| l.root_tgid)
-                    }
-                },
-            );
+            let tgid = self.acting_tgid(id, net.as_ref().map_or(0, |n| n.header.tgid));
             if what == "net" {
                 let dest = net
                     .as_ref()

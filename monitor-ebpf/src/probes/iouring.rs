@@ -3,12 +3,11 @@
 //! possibly having read credentials (fail-closed); its connects still pass the
 //! `cgroup_sock_addr` programs and its sends the egress program.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use monitor_common::{EventKind, IoUringEvent, iouring_kind, lineage_flags, mode};
+use monitor_common::{EventKind, IoUringEvent, iouring_kind, lineage_flags};
 
 use crate::{
     emit::{header, send},
-    maps::config,
-    state::{acting_lineage, current_ids, kill_current, lineage_flags_of, mark_lineage, proc_mut},
+    state::{caller, kill_current, kills_on_network, lineage_flags_of, mark_lineage},
 };
 
 const IORING_OP_SENDMSG: u32 = 9;
@@ -19,15 +18,10 @@ const IORING_OP_OPENAT2: u32 = 28;
 
 #[inline(always)]
 fn on_iouring(kind: u32, opcode: u32, fd: i32) {
-    let (pid, tgid) = current_ids();
-    let Some(p) = proc_mut(tgid) else { return };
+    let Some(c) = caller() else { return };
     // SAFETY: map value pointer from a successful lookup.
-    let st = unsafe { &*p };
-    let lineage = acting_lineage(st, pid);
-    let cfg = config();
-    if lineage == 0 && cfg.trace_all == 0 {
-        return;
-    }
+    let st = unsafe { &*c.st };
+    let lineage = c.lineage;
     if lineage != 0 {
         let net = matches!(
             opcode,
@@ -38,8 +32,7 @@ fn on_iouring(kind: u32, opcode: u32, fd: i32) {
         }
         if net {
             mark_lineage(lineage, lineage_flags::NET);
-            let flags = lineage_flags_of(lineage);
-            if flags & lineage_flags::TAINTED != 0 && cfg.mode == mode::KILL {
+            if kills_on_network(lineage_flags_of(lineage), c.cfg.mode) {
                 mark_lineage(lineage, lineage_flags::KILL);
                 kill_current();
             }

@@ -16,16 +16,15 @@ use crate::{
     emit::{header, send},
     kernel::offsets,
     maps::{LINEAGES, SOCKETS, config, count},
-    state::{acting_lineage, current_ids, kill_current, lineage_flags_of, mark_lineage, proc_mut},
+    state::{
+        acting_lineage, caller, current_ids, kill_current, kills_on_network, lineage_flags_of,
+        mark_lineage, proc_mut,
+    },
 };
 
 const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-/// Taint that rule 1 (and with it the kernel's own mode) is about: something was read.
-/// A quarantine is a block decision of another rule, never a reason to kill.
-const READ_SOMETHING: u32 = lineage_flags::TAINTED & !lineage_flags::QUARANTINED;
 
 /// A destination read from a user `sockaddr`.
 #[derive(Default)]
@@ -69,16 +68,10 @@ fn read_sockaddr(ptr: u64, len: u64) -> Option<Dest> {
 /// lineage before the call goes on.
 #[inline(always)]
 fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
-    let (pid, tgid) = current_ids();
-    let Some(p) = proc_mut(tgid) else { return };
+    let Some(c) = caller() else { return };
     // SAFETY: map value pointer from a successful lookup.
-    let st = unsafe { &*p };
-    let lineage = acting_lineage(st, pid);
-    let cfg = config();
-    if lineage == 0 && cfg.trace_all == 0 {
-        return;
-    }
-    let flags = lineage_flags_of(lineage);
+    let st = unsafe { &*c.st };
+    let lineage = c.lineage;
     let mut v = verdict::ALLOWED;
     // Only an Internet destination is the network; a local socket (the name service
     // cache, syslog, D-Bus) is not. Sends on a socket connected earlier name no
@@ -86,12 +79,11 @@ fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
     let d = dest.unwrap_or_default();
     let inet = d.family == AF_INET || d.family == AF_INET6;
     if lineage != 0 {
+        let flags = lineage_flags_of(lineage);
         if inet {
             mark_lineage(lineage, lineage_flags::NET);
         }
-        if flags & lineage_flags::KILL != 0
-            || (inet && flags & READ_SOMETHING != 0 && cfg.mode == mode::KILL)
-        {
+        if flags & lineage_flags::KILL != 0 || (inet && kills_on_network(flags, c.cfg.mode)) {
             mark_lineage(lineage, lineage_flags::KILL);
             kill_current();
             v = verdict::KILLED;
@@ -229,7 +221,7 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
     if must_deny(flags, cfg.mode) {
         v = verdict::DENIED;
         let mut add = lineage_flags::BLOCKED;
-        if cfg.mode == mode::KILL && flags & READ_SOMETHING != 0 {
+        if cfg.mode == mode::KILL && flags & lineage_flags::READ != 0 {
             add |= lineage_flags::KILL;
         }
         mark_lineage(lineage, add);
