@@ -78,6 +78,10 @@ pub enum Command {
         /// `--rule-mode unknown_startup_hook=block` to deny any unknown hook the network.
         #[arg(long = "rule-mode", value_name = "RULE=MODE", value_parser = parse_rule_mode)]
         rule_modes: Vec<(String, Mode)>,
+        /// Also treat DIR as a home directory whose credentials are catalogued by identity
+        /// (repeatable): CI runners and services often run with a HOME outside /home.
+        #[arg(long = "home", value_name = "DIR")]
+        extra_homes: Vec<PathBuf>,
     },
     /// Stream the events of tracked (Python) lineages as JSON Lines.
     Trace {
@@ -94,6 +98,9 @@ pub enum Command {
     /// Inventory the Python startup hooks under a root (this host or an unpacked image) and
     /// exit 1 when one runs code that is not a known-benign form: a gate for build hosts.
     Scan(crate::scan::ScanArgs),
+    /// Check a configuration file (/etc/pthwatch/pthwatch.toml by default), or print the
+    /// documented default one.
+    Config(crate::config::ConfigArgs),
 }
 
 /// `RULE=MODE` for `--rule-mode`.
@@ -135,15 +142,17 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             alert_log,
             probation_opens,
             rule_modes,
+            extra_homes,
         } => {
             let mut modes = crate::detect::RuleModes::new(mode);
             for (rule, m) in rule_modes {
                 modes.set(&rule, m).map_err(anyhow::Error::msg)?;
             }
-            crate::run::run(modes, alert_log.as_deref(), probation_opens)
+            crate::run::run(modes, alert_log.as_deref(), probation_opens, &extra_homes)
         }
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
         Command::Scan(args) => Ok(crate::scan::scan(&args)?),
+        Command::Config(args) => Ok(crate::config::command(&args)?),
     }
 }
 

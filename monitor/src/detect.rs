@@ -480,13 +480,21 @@ impl Detector {
         }
         let key = FileKey::new(e.exe_dev, e.exe_ino);
         let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
+        // A script runs under its interpreter: the executable is the interpreter, the
+        // file the lineage wrote is an argument (`#!` puts the script's path there).
+        let scripts = script_arguments(h.tgid, &e.argv);
         let l = self.lineage(h.lineage, h.tgid);
-        if l.written.contains(&key) || memfd {
+        let written = if l.written.contains(&key) || memfd {
+            Some(e.exe.display().to_string())
+        } else {
+            scripts
+                .into_iter()
+                .find(|s| s.memfd || l.written.contains(&s.key))
+                .map(|s| s.shown)
+        };
+        if let Some(what) = written {
             let action = self.respond_outside_kernel(rt, h.lineage, "hook_exec_written_file");
-            let summary = format!(
-                "a startup hook's lineage executed a file it wrote: {}",
-                e.exe.display()
-            );
+            let summary = format!("a startup hook's lineage executed a file it wrote: {what}");
             self.fire(
                 rt,
                 h.lineage,
@@ -783,6 +791,49 @@ impl EventSink for Detector {
     }
 }
 
+/// A file an exec'd program was handed to run (a script argument).
+struct ScriptArg {
+    shown: String,
+    key: FileKey,
+    memfd: bool,
+}
+
+/// The first two non-option arguments of a freshly exec'd process that name files, seen
+/// from that process (its cwd, its root, its descriptors: `/proc/self/fd/N` and
+/// `/dev/fd/N` are how a memfd or an unlinked file is run).
+fn script_arguments(tgid: u32, argv: &[String]) -> Vec<ScriptArg> {
+    use std::os::unix::fs::MetadataExt as _;
+    let proc = PathBuf::from(format!("/proc/{tgid}"));
+    argv.iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && !a.is_empty())
+        .take(2)
+        .filter_map(|arg| {
+            let fd_path = arg
+                .strip_prefix("/proc/self/fd/")
+                .or_else(|| arg.strip_prefix("/dev/fd/"))
+                .map(|n| proc.join("fd").join(n));
+            let host = match &fd_path {
+                Some(p) => p.clone(),
+                None if arg.starts_with('/') => proc.join("root").join(&arg[1..]),
+                None => proc.join("cwd").join(arg),
+            };
+            let meta = std::fs::metadata(&host).ok()?;
+            if !meta.is_file() {
+                return None;
+            }
+            let target = fd_path
+                .and_then(|p| std::fs::read_link(p).ok())
+                .map(|t| t.to_string_lossy().into_owned());
+            Some(ScriptArg {
+                memfd: target.as_deref().is_some_and(|t| t.starts_with("/memfd:")),
+                shown: target.unwrap_or_else(|| arg.clone()),
+                key: crate::sensors::file_key_of(meta.dev(), meta.ino()),
+            })
+        })
+        .collect()
+}
+
 /// Connects a lineage may remember (per lineage; the oldest are dropped first).
 const MAX_CONNECTS: usize = 256;
 
@@ -866,6 +917,42 @@ fn alert_id(lineage: u64, rule: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn script_arguments_name_files_as_the_process_sees_them() {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = std::process::id();
+        let dir = std::env::temp_dir().join(format!("pthwatch-script-args-{me}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("stage.py");
+        std::fs::write(&script, "print(1)\n").unwrap();
+        let meta = std::fs::metadata(&script).unwrap();
+        let argv: Vec<String> = ["python3", "-u", script.to_str().unwrap(), "--flag"]
+            .map(String::from)
+            .to_vec();
+        let found = script_arguments(me, &argv);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].key,
+            crate::sensors::file_key_of(meta.dev(), meta.ino())
+        );
+        assert!(!found[0].memfd);
+        // A memfd run through /proc/self/fd.
+        let name = std::ffi::CString::new("stage").unwrap();
+        // SAFETY: a valid name; the descriptor is closed below.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+        assert!(fd >= 0);
+        // SAFETY: writing a few bytes to our own descriptor.
+        assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
+        let argv = vec!["sh".to_owned(), format!("/proc/self/fd/{fd}")];
+        let found = script_arguments(me, &argv);
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        assert_eq!(found.len(), 1);
+        assert!(found[0].memfd, "{}", found[0].shown);
+        assert!(found[0].shown.starts_with("/memfd:stage"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn rule_modes_default_and_override() {

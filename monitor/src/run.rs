@@ -22,7 +22,12 @@ use crate::{
     watch::{self, SiteWatcher},
 };
 
-pub fn run(modes: RuleModes, alert_log: Option<&Path>, probation_opens: u32) -> Result<ExitCode> {
+pub fn run(
+    modes: RuleModes,
+    alert_log: Option<&Path>,
+    probation_opens: u32,
+    extra_homes: &[std::path::PathBuf],
+) -> Result<ExitCode> {
     let mode = modes.kernel();
     let log = AlertLog::open(alert_log).with_context(|| {
         format!(
@@ -38,7 +43,18 @@ pub fn run(modes: RuleModes, alert_log: Option<&Path>, probation_opens: u32) -> 
         ..SensorOptions::default()
     };
     let mut rt = daemon::start(&opts)?;
-    let homes = credentials::discover_homes(Path::new("/"));
+    let mut homes = credentials::discover_homes(Path::new("/"));
+    for home in extra_homes {
+        match std::fs::canonicalize(home) {
+            Ok(h) if h.is_dir() => {
+                if !homes.contains(&h) {
+                    homes.push(h);
+                }
+            }
+            Ok(h) => anyhow::bail!("--home {}: not a directory", h.display()),
+            Err(e) => anyhow::bail!("--home {}: {e}", home.display()),
+        }
+    }
     let (hooks, site_watcher) = load_inventory(&mut rt, &homes);
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);

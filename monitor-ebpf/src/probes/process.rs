@@ -63,11 +63,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         Some(v) => unsafe { core::ptr::read_volatile(v) },
         None => UNCHECKED,
     };
-    let probation = if verdict == 0 {
-        0
-    } else {
-        cfg.probation_opens
-    };
+    let probation = if verdict == 0 { 0 } else { cfg.probation_opens };
     if is_python_comm(&comm) {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_NAME;
     } else if verdict == 1 {

