@@ -112,6 +112,8 @@ pub mod lineage_flags {
     /// Userspace decided (a rule in block mode) that the lineage may not reach the
     /// network any more.
     pub const QUARANTINED: u32 = 1 << 5;
+    /// An event of the lineage was lost (full ring buffer).
+    pub const LOST: u32 = 1 << 6;
     /// Any of the flags that make the next network attempt a violation.
     pub const TAINTED: u32 = CRED_READ | IOURING | QUARANTINED;
     /// What rule 1 (and so the kernel's own mode) is about: something may have been
@@ -210,6 +212,8 @@ pub mod counter {
     pub const TRACKED_EXECS: u32 = 5;
     /// Kernel reads that failed (a struct walk returned an error).
     pub const READ_ERRORS: u32 = 6;
+    /// Lineages quarantined because one of their events was lost.
+    pub const LOST_QUARANTINES: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -442,8 +446,12 @@ pub struct KernelConfig {
     pub unknown_hook_mode: u32,
     /// `mode::*` for a lineage whose hook keeps re-running itself (`REENTRY_LIMIT`).
     pub respawn_mode: u32,
+    /// 1: in block and kill mode, a lineage one of whose events was lost (full ring
+    /// buffer) is quarantined, since what it did can no longer be known.
+    pub fail_closed: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<KernelConfig>() == 24);
+const _: () = assert!(size_of::<KernelConfig>() == 32);
 
 /// Byte offsets of the kernel structure members the programs read, taken from the
 /// running kernel's BTF at load time (Rust eBPF has no CO-RE relocations).

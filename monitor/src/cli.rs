@@ -82,6 +82,13 @@ pub enum Command {
         /// (repeatable): CI runners and services often run with a HOME outside /home.
         #[arg(long = "home", value_name = "DIR")]
         extra_homes: Vec<PathBuf>,
+        /// Size of the kernel's event ring buffer: a power of two, 4 KiB to 256 MiB.
+        #[arg(long, default_value_t = 8 << 20, value_parser = parse_ringbuf_bytes)]
+        ringbuf_bytes: u32,
+        /// In block and kill mode a lineage whose events were lost (full ring buffer) is
+        /// denied the network; this lets it through instead.
+        #[arg(long)]
+        fail_open_on_lost_events: bool,
     },
     /// Stream the events of tracked (Python) lineages as JSON Lines.
     Trace {
@@ -101,6 +108,18 @@ pub enum Command {
     /// Check a configuration file (/etc/pthwatch/pthwatch.toml by default), or print the
     /// documented default one.
     Config(crate::config::ConfigArgs),
+}
+
+/// A ring buffer size the kernel accepts: a power of two of at least a page.
+fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    if !n.is_power_of_two() || !(4096..=256 << 20).contains(&n) {
+        return Err(format!(
+            "{n} is not a power of two between 4096 and {}",
+            256 << 20
+        ));
+    }
+    Ok(n)
 }
 
 /// `RULE=MODE` for `--rule-mode`.
@@ -143,12 +162,21 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             probation_opens,
             rule_modes,
             extra_homes,
+            ringbuf_bytes,
+            fail_open_on_lost_events,
         } => {
             let mut modes = crate::detect::RuleModes::new(mode);
             for (rule, m) in rule_modes {
                 modes.set(&rule, m).map_err(anyhow::Error::msg)?;
             }
-            crate::run::run(modes, alert_log.as_deref(), probation_opens, &extra_homes)
+            crate::run::run(&crate::run::RunOptions {
+                modes,
+                alert_log,
+                probation_opens,
+                extra_homes,
+                ringbuf_bytes,
+                fail_closed: !fail_open_on_lost_events,
+            })
         }
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
         Command::Scan(args) => Ok(crate::scan::scan(&args)?),
@@ -250,6 +278,9 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown rule")
         );
+        assert_eq!(parse_ringbuf_bytes("4096"), Ok(4096));
+        assert!(parse_ringbuf_bytes("5000").is_err());
+        assert!(parse_ringbuf_bytes("2048").is_err());
         let cli = Cli::try_parse_from([
             "pthwatch",
             "run",

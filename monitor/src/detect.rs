@@ -166,6 +166,8 @@ pub struct Detector {
     watcher: Option<crate::watch::SiteWatcher>,
     /// When home directories were last looked for (new users, mounted homes).
     homes_checked: Instant,
+    /// Kernel counters at the last report of lost events.
+    lost_seen: (u64, u64),
     pub alerts_written: u64,
     pub alert_errors: u64,
 }
@@ -191,6 +193,7 @@ impl Detector {
             dismissed: HashSet::new(),
             watcher: None,
             homes_checked: Instant::now(),
+            lost_seen: (0, 0),
             alerts_written: 0,
             alert_errors: 0,
         }
@@ -391,6 +394,23 @@ impl Detector {
             summary,
             true,
         );
+    }
+
+    /// Logs events the kernel could not deliver (full ring buffer) as they happen, with
+    /// how many lineages were quarantined for it.
+    fn report_lost_events(&mut self, rt: &RuntimeParts<'_>) {
+        use monitor_common::counter::{LOST_QUARANTINES, RINGBUF_DROPS};
+        let c = rt.sensors.counters();
+        let now = (c[RINGBUF_DROPS as usize], c[LOST_QUARANTINES as usize]);
+        if now.0 > self.lost_seen.0 {
+            tracing::error!(
+                lost = now.0 - self.lost_seen.0,
+                lost_total = now.0,
+                lineages_quarantined = now.1 - self.lost_seen.1,
+                "ring buffer full: kernel events were lost"
+            );
+        }
+        self.lost_seen = now;
     }
 
     /// Catalogues the credential files of home directories that appeared since start
@@ -717,8 +737,16 @@ impl Detector {
                     .as_ref()
                     .and_then(|n| n.addr.map(|a| format!("{a}:{}", n.port)))
                     .unwrap_or_else(|| "a socket it already held".to_owned());
-                let summary =
-                    format!("a startup hook's lineage read credentials and then contacted {dest}");
+                let known_read = self.lineages.get(&id).is_some_and(Lineage::tainted);
+                let summary = if known_read {
+                    format!("a startup hook's lineage read credentials and then contacted {dest}")
+                } else {
+                    // Denied without a read userspace saw: its events were lost (full ring
+                    // buffer) and the kernel failed closed.
+                    format!(
+                        "a startup hook's lineage whose events were lost tried to contact {dest}; denied (fail-closed)"
+                    )
+                };
                 self.fire(
                     rt,
                     id,
@@ -782,6 +810,7 @@ impl EventSink for Detector {
         if let Some(w) = self.watcher.as_mut() {
             crate::watch::apply(w, &mut self.hooks, rt.sensors);
         }
+        self.report_lost_events(rt);
         if self.homes_checked.elapsed() >= HOMES_EVERY {
             self.homes_checked = Instant::now();
             self.follow_new_homes(rt);

@@ -22,13 +22,20 @@ use crate::{
     watch::{self, SiteWatcher},
 };
 
-pub fn run(
-    modes: RuleModes,
-    alert_log: Option<&Path>,
-    probation_opens: u32,
-    extra_homes: &[std::path::PathBuf],
-) -> Result<ExitCode> {
+/// What `pthwatch run` was asked to do.
+pub struct RunOptions {
+    pub modes: RuleModes,
+    pub alert_log: Option<PathBuf>,
+    pub probation_opens: u32,
+    pub extra_homes: Vec<PathBuf>,
+    pub ringbuf_bytes: u32,
+    pub fail_closed: bool,
+}
+
+pub fn run(o: &RunOptions) -> Result<ExitCode> {
+    let modes = o.modes.clone();
     let mode = modes.kernel();
+    let alert_log = o.alert_log.as_deref();
     let log = AlertLog::open(alert_log).with_context(|| {
         format!(
             "opening the alert log {}",
@@ -37,14 +44,16 @@ pub fn run(
     })?;
     let opts = SensorOptions {
         mode: mode.kernel(),
-        probation_opens,
+        probation_opens: o.probation_opens,
         unknown_hook_mode: modes.get(crate::detect::UNKNOWN_HOOK).kernel(),
         respawn_mode: modes.get(crate::detect::RESPAWN).kernel(),
+        ringbuf_bytes: o.ringbuf_bytes,
+        fail_closed: o.fail_closed,
         ..SensorOptions::default()
     };
     let mut rt = daemon::start(&opts)?;
     let mut homes = credentials::discover_homes(Path::new("/"));
-    for home in extra_homes {
+    for home in &o.extra_homes {
         match std::fs::canonicalize(home) {
             Ok(h) if h.is_dir() => {
                 if !homes.contains(&h) {

@@ -253,3 +253,26 @@ fn every_case_has_a_test() {
         );
     }
 }
+
+/// A ring buffer too small for an exec event: the lineage's events are lost, so in
+/// block mode it is denied the network although nothing it read was seen; the daemon
+/// keeps running, counts the loss and exits cleanly.
+#[test]
+fn a_lineage_whose_events_were_lost_fails_closed() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("lost");
+    let tcp = TcpSink::start();
+    let code = format!("{PRELUDE}blob = b'no credentials read here'\n{SEND_TCP}{FINISH}")
+        .replace("PORT", &tcp.port.to_string());
+    sb.pth("flood.pth", &spawning_pth_line(&code));
+    let daemon = Daemon::start("block", &["--ringbuf-bytes", "4096"]);
+    let (status, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(status, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("error 1"), "fail-closed must deny");
+    assert_eq!(tcp.bytes(), 0);
+}

@@ -92,6 +92,8 @@ pub struct SensorOptions {
     pub probation_opens: u32,
     pub unknown_hook_mode: u32,
     pub respawn_mode: u32,
+    /// Quarantine a lineage whose events were lost (block and kill mode).
+    pub fail_closed: bool,
 }
 
 impl Default for SensorOptions {
@@ -103,6 +105,7 @@ impl Default for SensorOptions {
             probation_opens: 64,
             unknown_hook_mode: monitor_common::mode::ALERT,
             respawn_mode: monitor_common::mode::ALERT,
+            fail_closed: true,
         }
     }
 }
@@ -170,6 +173,8 @@ impl Sensors {
             probation_opens: opts.probation_opens,
             unknown_hook_mode: opts.unknown_hook_mode,
             respawn_mode: opts.respawn_mode,
+            fail_closed: u32::from(opts.fail_closed),
+            _pad: 0,
         })?;
         Ok(sensors)
     }
