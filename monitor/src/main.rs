@@ -5,6 +5,7 @@ mod alert;
 mod btf;
 mod check;
 mod cli;
+mod config;
 mod credentials;
 mod daemon;
 mod detect;

@@ -41,6 +41,13 @@ const PACKAGES: &[(&str, bool, &str)] = &[
         "tests build real virtual environments with .pth files",
     ),
     ("iproute2", true, "`ip netns` test hosts, `ss`"),
+    (
+        "python3-yaml",
+        true,
+        "tests read the Kubernetes manifests (PyYAML)",
+    ),
+    ("perl", true, "a non-interpreter stand-in (an indexer) in the tests"),
+    ("systemd", false, "systemd-analyze verify of the unit"),
     ("procps", true, "ps/pgrep for process-tree checks"),
     ("util-linux", true, "mount, unshare, setpriv"),
     ("kmod", true, "modprobe/lsmod for kernel feature checks"),
