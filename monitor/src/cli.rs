@@ -64,16 +64,21 @@ pub enum Command {
     /// Watch the host: detect, and in block/kill mode stop, startup hooks that read
     /// credentials and reach the network.
     Run {
-        /// What to do when a hook's lineage read credentials and attempts the network.
-        #[arg(long, value_enum, default_value_t = Mode::Alert)]
-        mode: Mode,
+        /// The configuration file (default /etc/pthwatch/pthwatch.toml; built-in defaults
+        /// when that is absent). Flags given here override it. SIGHUP reloads it.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// What to do when a hook's lineage read credentials and attempts the network
+        /// (default: the file's `daemon.mode`, else alert).
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
         /// Append alerts (JSON Lines) to this file; stdout when absent.
         #[arg(long)]
         alert_log: Option<PathBuf>,
         /// Opens a freshly exec'd process may make before it is ruled out as a renamed
-        /// interpreter (0 disables recognition by behaviour).
-        #[arg(long, default_value_t = 64)]
-        probation_opens: u32,
+        /// interpreter (0 disables recognition by behaviour; default 64).
+        #[arg(long)]
+        probation_opens: Option<u32>,
         /// Per-rule mode, overriding --mode for that rule (repeatable), e.g.
         /// `--rule-mode unknown_startup_hook=block` to deny any unknown hook the network.
         #[arg(long = "rule-mode", value_name = "RULE=MODE", value_parser = parse_rule_mode)]
@@ -82,9 +87,10 @@ pub enum Command {
         /// (repeatable): CI runners and services often run with a HOME outside /home.
         #[arg(long = "home", value_name = "DIR")]
         extra_homes: Vec<PathBuf>,
-        /// Size of the kernel's event ring buffer: a power of two, 4 KiB to 256 MiB.
-        #[arg(long, default_value_t = 8 << 20, value_parser = parse_ringbuf_bytes)]
-        ringbuf_bytes: u32,
+        /// Size of the kernel's event ring buffer: a power of two, 4 KiB to 256 MiB
+        /// (default 8 MiB).
+        #[arg(long, value_parser = parse_ringbuf_bytes)]
+        ringbuf_bytes: Option<u32>,
         /// In block and kill mode a lineage whose events were lost (full ring buffer) is
         /// denied the network; this lets it through instead.
         #[arg(long)]
@@ -157,6 +163,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(crate::check::exit_code(&report)))
         }
         Command::Run {
+            config,
             mode,
             alert_log,
             probation_opens,
@@ -164,20 +171,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             extra_homes,
             ringbuf_bytes,
             fail_open_on_lost_events,
-        } => {
-            let mut modes = crate::detect::RuleModes::new(mode);
-            for (rule, m) in rule_modes {
-                modes.set(&rule, m).map_err(anyhow::Error::msg)?;
-            }
-            crate::run::run(&crate::run::RunOptions {
-                modes,
-                alert_log,
-                probation_opens,
-                extra_homes,
-                ringbuf_bytes,
-                fail_closed: !fail_open_on_lost_events,
-            })
-        }
+        } => crate::run::run(crate::run::RunOptions {
+            config_path: config,
+            mode,
+            alert_log,
+            probation_opens,
+            rule_modes,
+            extra_homes,
+            ringbuf_bytes,
+            fail_open: fail_open_on_lost_events,
+        }),
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
         Command::Scan(args) => Ok(crate::scan::scan(&args)?),
         Command::Config(args) => Ok(crate::config::command(&args)?),
@@ -231,17 +234,18 @@ fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<Exit
         members: pid.into_iter().collect(),
         out: std::io::BufWriter::new(std::io::stdout()),
     };
-    {
+    let ready = || {
         let mut out = std::io::stdout().lock();
-        writeln!(
+        let _ = writeln!(
             out,
             "{}",
             serde_json::json!({"event": "ready", "pid": std::process::id()})
-        )?;
-        out.flush()?;
-    }
-    let _ = crate::notify::notify("READY=1");
-    let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut sink, duration))?;
+        );
+        let _ = out.flush();
+        let _ = crate::notify::notify("READY=1");
+    };
+    let (stop, sensors) =
+        runtime()?.block_on(daemon::event_loop(rt, &mut sink, duration, ready))?;
     let counters = sensors.counters();
     tracing::info!(
         ?stop,

@@ -83,6 +83,10 @@ pub trait EventSink {
     fn on_decode_error(&mut self, error: events::DecodeError) {
         tracing::warn!(%error, "undecodable event record");
     }
+    /// SIGHUP: reload what can be reloaded without dropping enforcement.
+    fn on_reload(&mut self, _rt: &mut RuntimeParts<'_>) {
+        tracing::info!("SIGHUP: nothing to reload");
+    }
 }
 
 /// The runtime minus the ring buffer the loop holds.
@@ -99,10 +103,13 @@ pub enum Stop {
 }
 
 /// Reads events until SIGTERM/SIGINT (or the optional deadline), feeding `sink`.
+/// `on_ready` runs once the signal handlers are in place (so a stop right after READY
+/// is a clean one); the loop pings systemd's watchdog when `$WATCHDOG_USEC` asks for it.
 pub async fn event_loop(
     rt: Runtime,
     sink: &mut dyn EventSink,
     deadline: Option<Duration>,
+    on_ready: impl FnOnce(),
 ) -> Result<(Stop, Sensors)> {
     let Runtime {
         mut sensors,
@@ -115,7 +122,12 @@ pub async fn event_loop(
         .context("registering the ring buffer with tokio")?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let watchdog =
+        crate::notify::watchdog_interval().map(|d| (d / 2).max(Duration::from_millis(100)));
+    let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    on_ready();
     let until = deadline.map(|d| tokio::time::Instant::now() + d);
     let stop = loop {
         let sleep = async {
@@ -128,6 +140,15 @@ pub async fn event_loop(
             _ = term.recv() => break Stop::Signal("SIGTERM"),
             _ = int.recv() => break Stop::Signal("SIGINT"),
             () = sleep => break Stop::Deadline,
+            _ = dog.tick(), if watchdog.is_some() => {
+                if let Err(e) = crate::notify::notify("WATCHDOG=1") {
+                    tracing::warn!(error = %e, "could not ping the watchdog");
+                }
+            }
+            _ = hup.recv() => {
+                let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+                sink.on_reload(&mut parts);
+            }
             _ = tick.tick() => {
                 let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
                 sink.on_tick(&mut parts);

@@ -168,6 +168,12 @@ pub struct Detector {
     homes_checked: Instant,
     /// Kernel counters at the last report of lost events.
     lost_seen: (u64, u64),
+    /// The configuration in force (rules on or off, exceptions) and the command line
+    /// laid over it on each reload.
+    config: crate::config::Config,
+    cli: Option<crate::run::RunOptions>,
+    /// Reports an allow entry suppressed.
+    pub alerts_allowed: u64,
     pub alerts_written: u64,
     pub alert_errors: u64,
 }
@@ -194,6 +200,9 @@ impl Detector {
             watcher: None,
             homes_checked: Instant::now(),
             lost_seen: (0, 0),
+            config: crate::config::Config::default(),
+            cli: None,
+            alerts_allowed: 0,
             alerts_written: 0,
             alert_errors: 0,
         }
@@ -206,6 +215,40 @@ impl Detector {
             return tgid;
         }
         self.lineages.get(&lineage).map_or(0, |l| l.root_tgid)
+    }
+
+    pub fn set_config(&mut self, config: crate::config::Config, cli: crate::run::RunOptions) {
+        self.config = config;
+        self.cli = Some(cli);
+    }
+
+    /// Whether configuration says not to report `alert`: its rule is off, or an allow
+    /// entry covers it (logged with the entry's reason).
+    fn suppressed(&self, alert: &Alert) -> bool {
+        if !self.config.rule_enabled(alert.rule) {
+            return true;
+        }
+        let hook = alert.startup_hook.as_ref();
+        let dest = alert.destination.as_ref();
+        let facts = crate::config::AlertFacts {
+            exe: Some(alert.process.exe.as_str()).filter(|e| !e.is_empty()),
+            hook_sha256: hook.map(|h| h.sha256.as_str()),
+            distribution: hook.and_then(|h| h.distribution.as_deref()),
+            dest: dest.and_then(|d| d.address.parse().ok()),
+            port: dest.map(|d| d.port),
+            container_image: None,
+            k8s_namespace: None,
+        };
+        let Some(entry) = self.config.allow.allows(alert.rule, &facts) else {
+            return false;
+        };
+        tracing::info!(
+            rule = alert.rule,
+            pid = alert.process.pid,
+            reason = entry.reason.as_deref().unwrap_or("(no reason given)"),
+            "allowed by configuration: not reported"
+        );
+        true
     }
 
     pub fn set_watcher(&mut self, watcher: crate::watch::SiteWatcher) {
@@ -703,6 +746,10 @@ impl Detector {
     }
 
     fn emit(&mut self, alert: Alert) {
+        if self.suppressed(&alert) {
+            self.alerts_allowed += 1;
+            return;
+        }
         tracing::warn!(rule = alert.rule, severity = ?alert.severity, action = ?alert.action, pid = alert.process.pid, "{}", alert.summary);
         match self.log.write(&alert) {
             Ok(()) => self.alerts_written += 1,
@@ -781,7 +828,55 @@ impl Detector {
     }
 }
 
+impl Detector {
+    /// SIGHUP: re-reads the configuration. An invalid file is refused and the running
+    /// configuration stays; a valid one takes effect at once, in the kernel too.
+    fn reload(&mut self, rt: &mut RuntimeParts<'_>) {
+        let Some(cli) = self.cli.clone() else {
+            return;
+        };
+        let next = match crate::config::reload(cli.config_path.as_deref(), &self.config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration reload refused, the running one stays:\n{e}");
+                return;
+            }
+        };
+        let (config, modes) = match cli.settings(next) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused, the running one stays");
+                return;
+            }
+        };
+        match rt.sensors.config() {
+            Ok(mut k) => {
+                k.mode = modes.kernel().kernel();
+                k.unknown_hook_mode = modes.get(UNKNOWN_HOOK).kernel();
+                k.respawn_mode = modes.get(RESPAWN).kernel();
+                k.probation_opens = config.daemon.probation_opens;
+                k.fail_closed = u32::from(config.daemon.fail_closed_on_lost_events);
+                if let Err(e) = rt.sensors.set_config(k) {
+                    tracing::error!(error = %e, "could not apply the reloaded modes in the kernel; the running ones stay");
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the kernel's settings; reload refused");
+                return;
+            }
+        }
+        tracing::info!(mode = ?modes.kernel(), "configuration reloaded");
+        self.modes = modes;
+        self.config = config;
+    }
+}
+
 impl EventSink for Detector {
+    fn on_reload(&mut self, rt: &mut RuntimeParts<'_>) {
+        self.reload(rt);
+    }
+
     fn on_event(&mut self, rt: &mut RuntimeParts<'_>, event: Event) {
         match &event {
             Event::Open(o) => self.on_open(rt, o),

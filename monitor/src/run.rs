@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result};
 
 use crate::{
     alert::AlertLog,
-    cli::runtime,
+    cli::{Mode, runtime},
+    config::Config,
     credentials::{self, CredentialCatalog},
     daemon::{self, Runtime},
     detect::{Detector, RuleModes},
@@ -22,18 +23,46 @@ use crate::{
     watch::{self, SiteWatcher},
 };
 
-/// What `pthwatch run` was asked to do.
+/// What `pthwatch run` was asked to do on its command line.
+#[derive(Clone, Debug)]
 pub struct RunOptions {
-    pub modes: RuleModes,
+    pub config_path: Option<PathBuf>,
+    pub mode: Option<Mode>,
     pub alert_log: Option<PathBuf>,
-    pub probation_opens: u32,
+    pub probation_opens: Option<u32>,
+    pub rule_modes: Vec<(String, Mode)>,
     pub extra_homes: Vec<PathBuf>,
-    pub ringbuf_bytes: u32,
-    pub fail_closed: bool,
+    pub ringbuf_bytes: Option<u32>,
+    pub fail_open: bool,
 }
 
-pub fn run(o: &RunOptions) -> Result<ExitCode> {
-    let modes = o.modes.clone();
+impl RunOptions {
+    /// The configuration file with this command line's flags laid over it.
+    pub fn settings(&self, mut config: Config) -> Result<(Config, RuleModes)> {
+        let d = &mut config.daemon;
+        if let Some(m) = self.mode {
+            d.mode = m;
+        }
+        if let Some(n) = self.probation_opens {
+            d.probation_opens = n;
+        }
+        if let Some(b) = self.ringbuf_bytes {
+            d.ringbuf_bytes = b;
+        }
+        if self.fail_open {
+            d.fail_closed_on_lost_events = false;
+        }
+        let mut modes = config.rule_modes();
+        for (rule, m) in &self.rule_modes {
+            modes.set(rule, *m).map_err(anyhow::Error::msg)?;
+        }
+        Ok((config, modes))
+    }
+}
+
+pub fn run(o: RunOptions) -> Result<ExitCode> {
+    let file = Config::load(o.config_path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (config, modes) = o.settings(file)?;
     let mode = modes.kernel();
     let alert_log = o.alert_log.as_deref();
     let log = AlertLog::open(alert_log).with_context(|| {
@@ -44,11 +73,11 @@ pub fn run(o: &RunOptions) -> Result<ExitCode> {
     })?;
     let opts = SensorOptions {
         mode: mode.kernel(),
-        probation_opens: o.probation_opens,
+        probation_opens: config.daemon.probation_opens,
         unknown_hook_mode: modes.get(crate::detect::UNKNOWN_HOOK).kernel(),
         respawn_mode: modes.get(crate::detect::RESPAWN).kernel(),
-        ringbuf_bytes: o.ringbuf_bytes,
-        fail_closed: o.fail_closed,
+        ringbuf_bytes: config.daemon.ringbuf_bytes,
+        fail_closed: config.daemon.fail_closed_on_lost_events,
         ..SensorOptions::default()
     };
     let mut rt = daemon::start(&opts)?;
@@ -68,12 +97,16 @@ pub fn run(o: &RunOptions) -> Result<ExitCode> {
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);
     let mut detector = Detector::new(modes, log, catalog, homes, hooks);
+    detector.set_config(config, o.clone());
     if let Some(w) = site_watcher {
         detector.set_watcher(w);
     }
-    let _ = notify(&format!("READY=1\nSTATUS=watching, mode {mode:?}"));
-    tracing::info!(?mode, alert_log = ?alert_log, "pthwatch is watching");
-    let (stop, sensors) = runtime()?.block_on(daemon::event_loop(rt, &mut detector, None))?;
+    let ready = || {
+        let _ = notify(&format!("READY=1\nSTATUS=watching, mode {mode:?}"));
+        tracing::info!(?mode, alert_log = ?alert_log, "pthwatch is watching");
+    };
+    let (stop, sensors) =
+        runtime()?.block_on(daemon::event_loop(rt, &mut detector, None, ready))?;
     let _ = notify("STOPPING=1");
     let counters = sensors.counters();
     tracing::info!(

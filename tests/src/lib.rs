@@ -263,6 +263,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(mode: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--mode", mode];
+        args.extend_from_slice(extra);
+        Self::start_without_mode(&args)
+    }
+
+    /// `pthwatch run` with exactly these flags (plus the alert log), e.g. to let a
+    /// configuration file choose the mode.
+    pub fn start_without_mode(extra: &[&str]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("pthwatch-daemon-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -273,7 +281,7 @@ impl Daemon {
             .expect("timeout");
         let alert_log = dir.join("alerts.jsonl");
         let mut child = Command::new(pthwatch_bin())
-            .args(["run", "--mode", mode, "--alert-log"])
+            .args(["run", "--alert-log"])
             .arg(&alert_log)
             .args(extra)
             .env("NOTIFY_SOCKET", &sock_path)
@@ -322,6 +330,16 @@ impl Daemon {
             }
             thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hup(&self) {
+        signal(&self.child, libc::SIGHUP);
+    }
+
+    /// Whether the daemon is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGTERM; asserts a clean exit 0 and returns the alerts.
@@ -510,4 +528,17 @@ mod tests {
             assert_eq!(super::base64(plain.as_bytes()), encoded);
         }
     }
+}
+
+/// sha256 of a file, hex, via coreutils (the test crate keeps its dependencies few).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

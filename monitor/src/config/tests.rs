@@ -796,24 +796,27 @@ disable_categories = ["history"]
     ));
 }
 
-/// `pthwatch run` without flags and without a file behave the same.
+/// `pthwatch run` without flags leaves every setting to the file (or its defaults).
 #[test]
-fn config_defaults_match_the_run_flags() {
+fn run_flags_default_to_the_file() {
     use clap::Parser as _;
     let cli = crate::cli::Cli::try_parse_from(["pthwatch", "run"]).unwrap();
     let crate::cli::Command::Run {
+        config,
         mode,
         probation_opens,
         ringbuf_bytes,
         fail_open_on_lost_events,
+        rule_modes,
         ..
     } = cli.command
     else {
         panic!("not `run`");
     };
-    let d = DaemonSettings::default();
-    assert_eq!(mode, d.mode);
-    assert_eq!(probation_opens, d.probation_opens);
-    assert_eq!(ringbuf_bytes, d.ringbuf_bytes);
-    assert_eq!(!fail_open_on_lost_events, d.fail_closed_on_lost_events);
+    assert_eq!(config, None);
+    assert_eq!(mode, None);
+    assert_eq!(probation_opens, None);
+    assert_eq!(ringbuf_bytes, None);
+    assert!(!fail_open_on_lost_events);
+    assert!(rule_modes.is_empty());
 }

