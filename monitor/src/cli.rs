@@ -95,6 +95,10 @@ pub enum Command {
         /// denied the network; this lets it through instead.
         #[arg(long)]
         fail_open_on_lost_events: bool,
+        /// Serve /metrics (Prometheus) and /healthz on this address (default: the file's
+        /// `[metrics]`, off unless enabled there).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Stream the events of tracked (Python) lineages as JSON Lines.
     Trace {
@@ -171,7 +175,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             extra_homes,
             ringbuf_bytes,
             fail_open_on_lost_events,
+            metrics_listen,
         } => crate::run::run(crate::run::RunOptions {
+            metrics_listen,
             config_path: config,
             mode,
             alert_log,

@@ -174,6 +174,8 @@ pub struct Detector {
     cli: Option<crate::run::RunOptions>,
     /// Reports an allow entry suppressed.
     pub alerts_allowed: u64,
+    alerts_by_rule: std::collections::BTreeMap<&'static str, u64>,
+    metrics: Option<crate::metrics::Metrics>,
     pub alerts_written: u64,
     pub alert_errors: u64,
 }
@@ -203,6 +205,8 @@ impl Detector {
             config: crate::config::Config::default(),
             cli: None,
             alerts_allowed: 0,
+            alerts_by_rule: std::collections::BTreeMap::new(),
+            metrics: None,
             alerts_written: 0,
             alert_errors: 0,
         }
@@ -249,6 +253,29 @@ impl Detector {
             "allowed by configuration: not reported"
         );
         true
+    }
+
+    pub fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Publishes this tick's numbers for the metrics endpoint.
+    fn publish(
+        &self,
+        rt: &RuntimeParts<'_>,
+        kernel: [u64; monitor_common::counter::COUNT as usize],
+    ) {
+        let Some(m) = &self.metrics else { return };
+        m.update(|s| {
+            s.last_tick = Some(Instant::now());
+            s.kernel = kernel;
+            s.alerts_by_rule = self.alerts_by_rule.clone();
+            s.alerts_allowed = self.alerts_allowed;
+            s.alert_errors = self.alert_errors;
+            s.lineages = self.lineages.len() as u64;
+            s.tracked_processes = rt.procs.len() as u64;
+            s.hooks_known = self.hooks.len() as u64;
+        });
     }
 
     pub fn set_watcher(&mut self, watcher: crate::watch::SiteWatcher) {
@@ -444,6 +471,7 @@ impl Detector {
     fn report_lost_events(&mut self, rt: &RuntimeParts<'_>) {
         use monitor_common::counter::{LOST_QUARANTINES, RINGBUF_DROPS};
         let c = rt.sensors.counters();
+        self.publish(rt, c);
         let now = (c[RINGBUF_DROPS as usize], c[LOST_QUARANTINES as usize]);
         if now.0 > self.lost_seen.0 {
             tracing::error!(
@@ -752,7 +780,10 @@ impl Detector {
         }
         tracing::warn!(rule = alert.rule, severity = ?alert.severity, action = ?alert.action, pid = alert.process.pid, "{}", alert.summary);
         match self.log.write(&alert) {
-            Ok(()) => self.alerts_written += 1,
+            Ok(()) => {
+                self.alerts_written += 1;
+                *self.alerts_by_rule.entry(alert.rule).or_default() += 1;
+            }
             Err(e) => {
                 self.alert_errors += 1;
                 tracing::error!(error = %e, "could not write alert");

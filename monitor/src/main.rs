@@ -12,6 +12,7 @@ mod detect;
 mod events;
 mod hookbook;
 mod inventory;
+mod metrics;
 mod notify;
 mod proctable;
 mod run;

@@ -34,6 +34,7 @@ pub struct RunOptions {
     pub extra_homes: Vec<PathBuf>,
     pub ringbuf_bytes: Option<u32>,
     pub fail_open: bool,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl RunOptions {
@@ -51,6 +52,10 @@ impl RunOptions {
         }
         if self.fail_open {
             d.fail_closed_on_lost_events = false;
+        }
+        if let Some(addr) = self.metrics_listen {
+            config.metrics.enabled = true;
+            config.metrics.listen = addr;
         }
         let mut modes = config.rule_modes();
         for (rule, m) in &self.rule_modes {
@@ -97,6 +102,7 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);
     let mut detector = Detector::new(modes, log, catalog, homes, hooks);
+    let metrics_at = config.metrics.enabled.then_some(config.metrics.listen);
     detector.set_config(config, o.clone());
     if let Some(w) = site_watcher {
         detector.set_watcher(w);
@@ -105,8 +111,20 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
         let _ = notify(&format!("READY=1\nSTATUS=watching, mode {mode:?}"));
         tracing::info!(?mode, alert_log = ?alert_log, "pthwatch is watching");
     };
-    let (stop, sensors) =
-        runtime()?.block_on(daemon::event_loop(rt, &mut detector, None, ready))?;
+    let metrics = crate::metrics::Metrics::default();
+    if metrics_at.is_some() {
+        detector.set_metrics(metrics.clone());
+    }
+    let (stop, sensors) = runtime()?.block_on(async {
+        if let Some(addr) = metrics_at {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(%addr, "metrics on /metrics, health on /healthz");
+            tokio::spawn(crate::metrics::serve(listener, metrics));
+        }
+        daemon::event_loop(rt, &mut detector, None, ready).await
+    })?;
     let _ = notify("STOPPING=1");
     let counters = sensors.counters();
     tracing::info!(

@@ -198,3 +198,78 @@ fn a_stop_right_after_ready_is_clean_and_the_watchdog_is_fed() {
         "only {pings} watchdog pings in 2 s at a 400 ms interval"
     );
 }
+
+/// One HTTP GET against the daemon's metrics listener: (status line, body).
+fn get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// A free loopback port (bound, then released for the daemon).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[test]
+fn the_metrics_endpoint_scrapes_and_counts_what_the_kernel_did() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("metrics");
+    let sink = TcpSink::start();
+    exfil_hook(&sb, sink.port);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start("block", &["--metrics-listen", &listen]);
+    assert_eq!(run_hook_once(&sb).as_deref(), Some("error 1"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, health) = get(port, "/healthz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{health}");
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Parse the exposition: every sample is `name{labels} value` under a TYPE line.
+    let mut samples = std::collections::HashMap::new();
+    let mut typed = std::collections::HashSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (key, value) = line.rsplit_once(' ').expect("name and value");
+            let value: u64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}"));
+            let name = key.split('{').next().unwrap_or_default();
+            assert!(typed.contains(name), "{name} has no TYPE line");
+            samples.insert(key.to_owned(), value);
+        }
+    }
+    assert_eq!(samples.get("pthwatch_up"), Some(&1));
+    assert!(
+        samples
+            .get("pthwatch_kernel_network_denied_total")
+            .is_some_and(|&n| n >= 1),
+        "{body}"
+    );
+    assert!(
+        samples
+            .get("pthwatch_alerts_total{rule=\"hook_credential_exfiltration\"}")
+            .is_some_and(|&n| n >= 1),
+        "{body}"
+    );
+    assert_eq!(get(port, "/nothing").0, "HTTP/1.1 404 Not Found");
+    daemon.stop();
+}
