@@ -126,10 +126,33 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The host's name as the kernel knows it.
+/// The host an alert is about. In a Kubernetes pod the UTS name is the pod's, so the
+/// node name the DaemonSet passes (`NODE_NAME`) wins; `PTHWATCH_HOSTNAME` overrides both.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    host_from(
+        std::env::var("PTHWATCH_HOSTNAME").ok(),
+        std::env::var("NODE_NAME").ok(),
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok(),
+    )
+}
+
+fn host_from(explicit: Option<String>, node: Option<String>, uts: Option<String>) -> String {
+    [explicit, node, uts]
+        .into_iter()
+        .flatten()
         .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[cfg(test)]
+#[test]
+fn the_node_name_wins_over_the_pods_hostname() {
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(host_from(None, s("node-7"), s("pthwatch-x1z\n")), "node-7");
+    assert_eq!(host_from(s("build-3"), s("node-7"), s("pod")), "build-3");
+    assert_eq!(host_from(None, s(" "), s("vm\n")), "vm");
+    assert_eq!(host_from(None, None, None), "unknown");
 }
 
 /// Appends alerts as JSON Lines, one object per line, flushed per alert.
