@@ -3,7 +3,7 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write as _},
-    path::{Path, PathBuf},
+    path::Path,
     time::SystemTime,
 };
 
@@ -157,7 +157,6 @@ fn the_node_name_wins_over_the_pods_hostname() {
 
 /// Appends alerts as JSON Lines, one object per line, flushed per alert.
 pub struct AlertLog {
-    path: Option<PathBuf>,
     file: Option<File>,
 }
 
@@ -180,10 +179,7 @@ impl AlertLog {
             }
             None => None,
         };
-        Ok(Self {
-            path: path.map(Path::to_owned),
-            file,
-        })
+        Ok(Self { file })
     }
 
     pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
@@ -197,10 +193,6 @@ impl AlertLog {
                 out.flush()
             }
         }
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 }
 

@@ -365,16 +365,19 @@ impl Btf {
     }
 
     /// Whether a type `name` of `kind` exists.
+    #[cfg(test)]
     pub fn has_type(&self, name: &str, kind: BtfKind) -> bool {
         self.type_id(name, kind).is_some()
     }
 
     /// Whether a function exists (e.g. `bpf_lsm_file_open`: the kernel has BPF LSM hooks).
+    #[cfg(test)]
     pub fn has_func(&self, name: &str) -> bool {
         self.has_type(name, BtfKind::Func)
     }
 
     /// Whether a typedef exists (e.g. `btf_trace_sched_process_exec`: a `tp_btf` target).
+    #[cfg(test)]
     pub fn has_typedef(&self, name: &str) -> bool {
         self.has_type(name, BtfKind::Typedef)
     }

@@ -57,6 +57,7 @@ pub struct CapabilityReport {
     pub cannot_protect: Vec<String>,
 }
 
+#[cfg(test)]
 impl CapabilityReport {
     pub fn check(&self, id: &str) -> Option<&Check> {
         self.checks.iter().find(|c| c.id == id)

@@ -211,10 +211,10 @@ impl EventSink for TraceSink {
     fn on_event(&mut self, _rt: &mut RuntimeParts<'_>, event: Event) {
         if let Some(root) = self.root {
             let h = event.header();
-            if let Event::Fork(f) = &event {
-                if self.members.contains(&h.tgid) {
-                    self.members.insert(f.child_tgid);
-                }
+            if let Event::Fork(f) = &event
+                && self.members.contains(&h.tgid)
+            {
+                self.members.insert(f.child_tgid);
             }
             if h.tgid != root && !self.members.contains(&h.tgid) {
                 return;

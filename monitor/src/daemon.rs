@@ -118,8 +118,11 @@ pub async fn event_loop(
     } = rt;
     let fd_probe = events.as_raw_fd();
     tracing::debug!(fd = fd_probe, "reading events");
-    let mut ring = AsyncFd::with_interest(events, tokio::io::Interest::READABLE)
-        .context("registering the ring buffer with tokio")?;
+    // SAFETY: the ring buffer owns its map descriptor, which stays open and the same
+    // for as long as the `AsyncFd` owns the ring buffer.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {e}"))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

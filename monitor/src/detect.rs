@@ -516,12 +516,12 @@ impl Detector {
             return;
         };
         // A site dir the inventory did not know (a venv seen running): watch it from now on.
-        if let (Some(w), Some(dir)) = (self.watcher.as_mut(), hook.path.parent()) {
-            if hook.kind == crate::inventory::HookKind::Pth && dir.exists() {
-                if let Err(e) = w.watch(dir) {
-                    tracing::debug!(dir = %dir.display(), error = %e, "could not watch site dir");
-                }
-            }
+        if let (Some(w), Some(dir)) = (self.watcher.as_mut(), hook.path.parent())
+            && hook.kind == crate::inventory::HookKind::Pth
+            && dir.exists()
+            && let Err(e) = w.watch(dir)
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "could not watch site dir");
         }
         let class = hook.class.kernel_class();
         if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != class {
@@ -795,14 +795,14 @@ impl Detector {
     fn flush(&mut self, rt: &mut RuntimeParts<'_>, now: Instant) {
         let mut due = Vec::new();
         for (id, l) in &mut self.lineages {
-            if let Some((deadline, _, _)) = &l.pending_net {
-                if *deadline <= now {
-                    let (_, action, net) = l.pending_net.take().expect("checked above");
-                    due.push((*id, "net", action, Some(net)));
-                }
+            if let Some((deadline, _, _)) = &l.pending_net
+                && *deadline <= now
+            {
+                let (_, action, net) = l.pending_net.take().expect("checked above");
+                due.push((*id, "net", action, Some(net)));
             }
             if let Some(first) = l.first_credential {
-                let quiet = l.last_seen.map_or(true, |t| now.duration_since(t) >= QUIET);
+                let quiet = l.last_seen.is_none_or(|t| now.duration_since(t) >= QUIET);
                 if !l.network_attempted && quiet && now.duration_since(first) >= QUIET {
                     due.push((*id, "creds", Action::Alert, None));
                 }
@@ -997,20 +997,21 @@ const MAX_CONNECTS: usize = 256;
 fn with_held_destination(l: &mut Lineage, n: &Net) -> Net {
     use monitor_common::net_source::{CG_CONNECT4, CG_CONNECT6, CG_EGRESS};
     if matches!(n.source, CG_CONNECT4 | CG_CONNECT6) && n.cookie != 0 && n.addr.is_some() {
-        if l.connects.len() >= MAX_CONNECTS {
-            if let Some(&oldest) = l.connects.keys().min() {
-                l.connects.remove(&oldest);
-            }
+        if l.connects.len() >= MAX_CONNECTS
+            && let Some(&oldest) = l.connects.keys().min()
+        {
+            l.connects.remove(&oldest);
         }
         l.connects.insert(n.cookie, n.clone());
     }
     let mut n = n.clone();
-    if n.source == CG_EGRESS && n.addr.is_none() {
-        if let Some(c) = l.connects.get(&n.cookie) {
-            n.addr = c.addr;
-            n.port = c.port;
-            n.protocol = c.protocol;
-        }
+    if n.source == CG_EGRESS
+        && n.addr.is_none()
+        && let Some(c) = l.connects.get(&n.cookie)
+    {
+        n.addr = c.addr;
+        n.port = c.port;
+        n.protocol = c.protocol;
     }
     n
 }

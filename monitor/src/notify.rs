@@ -23,10 +23,10 @@ pub fn notify(state: &str) -> io::Result<bool> {
 /// The watchdog interval systemd expects pings at, if any (`$WATCHDOG_USEC`).
 pub fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok()? != std::process::id()
+    {
+        return None;
     }
     Some(std::time::Duration::from_micros(usec))
 }

@@ -18,7 +18,7 @@ use std::{
     sync::Arc,
 };
 
-use monitor_common::{FileKey, hook_class};
+use monitor_common::FileKey;
 
 use crate::{
     hookbook::{HookBook, kernel_keys},

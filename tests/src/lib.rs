@@ -511,6 +511,19 @@ pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// sha256 of a file, hex, via coreutils (the test crate keeps its dependencies few).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -528,17 +541,4 @@ mod tests {
             assert_eq!(super::base64(plain.as_bytes()), encoded);
         }
     }
-}
-
-/// sha256 of a file, hex, via coreutils (the test crate keeps its dependencies few).
-pub fn sha256_file(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }

@@ -195,26 +195,24 @@ fn a_non_interpreter_reading_site_dirs_is_not_taken_for_python() {
     let sb = Sandbox::new("indexer");
     sb.pth("zz_evil_looking.pth", "import os; os.getpid()\n");
     let sink = TcpSink::start();
-    let script = format!(
-        r#"
+    let script = r#"
 use IO::Socket::INET;
 my ($site, $port) = @ARGV;
 opendir(my $d, $site) or die "opendir: $!";
-my @pth = grep {{ /\.pth$/ }} readdir($d);
-for my $f (@pth) {{ open(my $h, "<", "$site/$f") or die; local $/; my $x = <$h>; close $h; }}
+my @pth = grep { /\.pth$/ } readdir($d);
+for my $f (@pth) { open(my $h, "<", "$site/$f") or die; local $/; my $x = <$h>; close $h; }
 # Analyse what was indexed before reporting (real indexers take far longer).
 select(undef, undef, undef, 0.3);
-open(my $c, "<", "$ENV{{HOME}}/.aws/credentials") or die; local $/; my $blob = <$c>; close $c;
+open(my $c, "<", "$ENV{HOME}/.aws/credentials") or die; local $/; my $blob = <$c>; close $c;
 my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port, Proto => "tcp") or die "connect: $!";
 print $s $blob; close $s;
 print "indexed ", scalar(@pth), "\n";
-"#
-    );
+"#;
     let host_hooks = preexisting_suspect_hooks();
     let daemon = Daemon::start("block", &[]);
     let (code, out) = run_bounded(
         sb.command("/usr/bin/perl")
-            .args(["-e", &script])
+            .args(["-e", script])
             .arg(&sb.site)
             .arg(sink.port.to_string()),
         Duration::from_secs(30),

@@ -159,11 +159,6 @@ pub fn ensure_bpffs() -> Result<PathBuf, MountError> {
     ensure("bpf", &[BPFFS])
 }
 
-/// securityfs: the active LSM list.
-pub fn ensure_securityfs() -> Result<PathBuf, MountError> {
-    ensure("securityfs", &[SECURITYFS])
-}
-
 /// The cgroup v2 hierarchy: `/sys/fs/cgroup` (unified layout), `/sys/fs/cgroup/unified`
 /// (hybrid layout) or wherever it is mounted. A host with none gets one at
 /// `/run/pthwatch/cgroup2`: never over `/sys/fs/cgroup`, which would hide cgroup v1.

@@ -33,8 +33,7 @@ use serde::{Deserialize, Serialize};
 use self::pattern::{Segment, components};
 pub use self::{
     pattern::{Anchor, Pattern, PatternError},
-    persistence::{PersistenceKind, persistence_kind},
-    resolve::{Resolution, ResolvedCredential},
+    persistence::persistence_kind,
 };
 
 /// What kind of secret a file holds. The discriminant is the value stored in the kernel's
@@ -66,6 +65,7 @@ pub enum Category {
 }
 
 impl Category {
+    #[cfg(test)]
     pub const ALL: [Self; 19] = [
         Self::Ssh,
         Self::Aws,
@@ -87,11 +87,6 @@ impl Category {
         Self::CiTokens,
         Self::Custom,
     ];
-
-    /// The category of a kernel map value.
-    pub fn from_u32(v: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| *c as u32 == v)
-    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -253,13 +248,9 @@ impl CredentialCatalog {
         Ok(catalog)
     }
 
+    #[cfg(test)]
     pub fn entries(&self) -> &[CredentialEntry] {
         &self.entries
-    }
-
-    /// Homes added with [`Self::add_home`].
-    pub fn homes(&self) -> &[PathBuf] {
-        &self.homes
     }
 
     /// Follows a home directory that appeared after start (a new user, a mounted home).

@@ -32,14 +32,10 @@ mod text;
 use std::path::PathBuf;
 
 pub use self::{
-    classify::{ExecLine, HookClass, OwnerCheck},
-    discover::{DiscoverOptions, Inventory, SiteDir},
+    classify::HookClass,
+    discover::{DiscoverOptions, Inventory},
     elf::runmain_target,
-    findings::{Finding, FindingKind},
-    interpreters::Interpreter,
     kind::{HookKind, hook_kind_for},
-    owners::Owner,
-    pth::{PthLine, PthLineKind, parse_pth},
     record::{Hook, read_hook},
     render::{has_unknown_executable, render_table},
     text::display_path,

@@ -308,10 +308,6 @@ impl Sensors {
         Ok(own)
     }
 
-    pub fn tracked_processes(&self) -> usize {
-        self.procs.keys().filter(Result::is_ok).count()
-    }
-
     /// Per-CPU counters summed (`monitor_common::counter`).
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];

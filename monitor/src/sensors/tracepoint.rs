@@ -66,8 +66,8 @@ pub fn load_tracepoint_backend(
     let btf = Btf::from_sys_fs().map_err(|e| SensorError::Btf(e.to_string()))?;
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
-        .set_global(OFFSETS_GLOBAL, offsets, true)
-        .set_max_entries(map_names::EVENTS, opts.ringbuf_bytes)
+        .override_global(OFFSETS_GLOBAL, offsets, true)
+        .map_max_entries(map_names::EVENTS, opts.ringbuf_bytes)
         .load(EBPF_OBJECT)
         .map_err(SensorError::Load)?;
     let mut attachments = Vec::new();

@@ -2,6 +2,7 @@ use std::{ffi::OsStr, fs, os::unix::ffi::OsStrExt as _, path::PathBuf};
 
 use super::*;
 use crate::sensors::file_key;
+use monitor_common::hook_class;
 
 /// A fresh `<tmp>/pthwatch-watch-<tag>-<pid>/lib/python3.11/site-packages`; returns
 /// (scratch root, site dir).
