@@ -312,11 +312,16 @@ pub struct NetEvent {
     pub protocol: u32,
     /// IPv4 in the first 4 bytes, or IPv6.
     pub addr: [u8; 16],
+    /// Socket cookie (cgroup programs; 0 from the syscall tracepoints, which see only
+    /// the descriptor).
     pub cookie: u64,
     pub source: u32,
     pub verdict: u32,
+    /// The socket's descriptor in the caller (syscall tracepoints; -1 elsewhere).
+    pub fd: i32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<NetEvent>() == 56 + 40);
+const _: () = assert!(size_of::<NetEvent>() == 56 + 48);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -1142,6 +1142,7 @@ mod tests {
             cookie: 77,
             source: CG_CONNECT4,
             verdict: verdict::ALLOWED,
+            fd: None,
         };
         with_held_destination(&mut l, &connect);
         let drop = Net {

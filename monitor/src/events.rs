@@ -86,9 +86,12 @@ pub struct Net {
     pub port: u16,
     pub protocol: u32,
     pub addr: Option<IpAddr>,
+    /// Socket cookie, where the kernel program had the socket (0 otherwise).
     pub cookie: u64,
     pub source: u32,
     pub verdict: u32,
+    /// The caller's descriptor, where a syscall tracepoint reported it.
+    pub fd: Option<i32>,
 }
 
 #[derive(Clone, Debug)]
@@ -232,6 +235,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 cookie: e.cookie,
                 source: e.source,
                 verdict: e.verdict,
+                fd: (e.fd >= 0).then_some(e.fd),
             })
         }
         EventKind::IoUring => {

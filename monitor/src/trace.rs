@@ -151,7 +151,12 @@ pub fn event_json(event: &Event) -> Value {
             );
             m.insert("port".into(), json!(e.port));
             m.insert("protocol".into(), json!(protocol_name(e.protocol)));
-            m.insert("cookie".into(), json!(e.cookie));
+            if e.cookie != 0 {
+                m.insert("cookie".into(), json!(e.cookie));
+            }
+            if let Some(fd) = e.fd {
+                m.insert("fd".into(), json!(fd));
+            }
             m.insert("probe".into(), json!(net_source_name(e.source)));
             m.insert("verdict".into(), json!(verdict_name(e.verdict)));
         }

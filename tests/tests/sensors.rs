@@ -205,6 +205,94 @@ print(os.getpid())
             && e["port"] == udp.port),
         "UDP sendto without connect missing: {nets:#?}"
     );
+    // The syscall tracepoints know the caller's descriptor, not the socket's cookie.
+    let connect = nets
+        .iter()
+        .find(|e| e["probe"] == "connect" && e["port"] == tcp.port)
+        .expect("connect");
+    assert!(
+        connect["fd"].as_i64().is_some_and(|fd| fd >= 3),
+        "{connect:#}"
+    );
+    assert!(connect.get("cookie").is_none(), "{connect:#}");
+}
+
+/// An interpreter that was already running when pthwatch started is tracked from then
+/// on (seeded from procfs), and pthwatch leaves nothing attached when it stops.
+#[test]
+fn a_python_started_before_pthwatch_is_tracked_and_nothing_stays_attached() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("seed");
+    with_inert_pth(&sb);
+    let target = real(&sb.write("data/later.txt", "late\n"));
+    let go = sb.home.join("go");
+    let script = format!(
+        "import os, time
+deadline = time.time() + 60
+while not os.path.exists({go:?}) and time.time() < deadline:
+    time.sleep(0.05)
+open({target:?}).close()
+print(os.getpid())
+",
+        go = go.display().to_string(),
+        target = target.display().to_string()
+    );
+    let ours_before = pthwatch_programs();
+    let mut early = sb.command(PYTHON);
+    early
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped());
+    let child = early.spawn().expect("spawn python");
+    std::thread::sleep(Duration::from_millis(500));
+    let tracer = Tracer::start();
+    std::fs::write(&go, "").expect("go");
+    let out = child.wait_with_output().expect("wait python");
+    let events = tracer.stop();
+    let pid: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(
+        opens_of(&events, &target).iter().any(|e| tgid(e) == pid),
+        "the already-running interpreter's open was not reported"
+    );
+    assert_eq!(
+        pthwatch_programs(),
+        ours_before,
+        "programs stayed loaded after pthwatch stopped"
+    );
+}
+
+/// How many of pthwatch's programs (by name) the kernel has loaded.
+fn pthwatch_programs() -> usize {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output();
+    let Ok(out) = out else { return 0 };
+    let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    progs
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| {
+                    p["name"].as_str().is_some_and(|n| {
+                        [
+                            "process_exec",
+                            "open_exit_",
+                            "net_cg_",
+                            "net_enter_",
+                            "iouring_",
+                            "startup_py",
+                        ]
+                        .iter()
+                        .any(|prefix| n.starts_with(prefix))
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 #[test]

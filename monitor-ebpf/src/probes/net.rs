@@ -89,7 +89,18 @@ fn on_syscall(source: u32, dest: Option<Dest>, fd: u64) {
             v = verdict::KILLED;
         }
     }
-    emit(st, lineage, source, d.family, d.port, d.addr, fd, 0, v);
+    let socket = Socket {
+        cookie: 0,
+        fd: fd as i32,
+    };
+    emit(st, lineage, source, d.family, d.port, d.addr, socket, 0, v);
+}
+
+/// How an event names the socket: by cookie where the kernel hands us the socket, by
+/// descriptor where only the syscall's arguments are known.
+struct Socket {
+    cookie: u64,
+    fd: i32,
 }
 
 #[inline(always)]
@@ -101,7 +112,7 @@ fn emit(
     family: u16,
     port: u16,
     addr: [u8; 16],
-    cookie: u64,
+    socket: Socket,
     protocol: u32,
     v: u32,
 ) {
@@ -111,9 +122,11 @@ fn emit(
         port,
         protocol,
         addr,
-        cookie,
+        cookie: socket.cookie,
         source,
         verdict: v,
+        fd: socket.fd,
+        _pad: 0,
     };
     send(&ev);
 }
@@ -247,7 +260,7 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
         family,
         port,
         addr,
-        cookie,
+        Socket { cookie, fd: -1 },
         sa.protocol,
         v,
     );
@@ -317,6 +330,7 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
             cookie,
             source: net_source::CG_EGRESS,
             verdict: verdict::DENIED,
+            fd: -1,
             ..NetEvent::default()
         };
         // Egress may run outside the owning task's context: the pid is not meaningful.
