@@ -118,6 +118,8 @@ pub enum Command {
     /// Check a configuration file (/etc/pthwatch/pthwatch.toml by default), or print the
     /// documented default one.
     Config(crate::config::ConfigArgs),
+    /// Audit the event log: verify its hash chain, query it, show an incident.
+    Log(crate::eventlog::cli::LogArgs),
 }
 
 /// A ring buffer size the kernel accepts: a power of two of at least a page.
@@ -190,6 +192,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Trace { pid, all, duration } => trace(pid, all, duration.map(Duration::from_secs)),
         Command::Scan(args) => Ok(crate::scan::scan(&args)?),
         Command::Config(args) => Ok(crate::config::command(&args)?),
+        Command::Log(args) => Ok(crate::eventlog::cli::command(&args)?),
     }
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod credentials;
 mod daemon;
 mod detect;
+mod eventlog;
 mod events;
 mod hookbook;
 mod inventory;
