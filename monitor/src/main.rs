@@ -19,6 +19,7 @@ mod proctable;
 mod run;
 mod scan;
 mod sensors;
+mod sink;
 mod trace;
 mod watch;
 

@@ -20,6 +20,7 @@ use std::{
 use serde_json::Value;
 
 pub mod payload;
+pub mod webhook_receiver;
 
 /// The interpreter the tests run: Debian's, which exports `Py_RunMain` itself.
 pub const PYTHON: &str = "/usr/bin/python3.11";

@@ -4,15 +4,20 @@
 //! - `build`: release build of the daemon (eBPF included).
 //! - `test`: release build, unit tests, then the root-only integration tests.
 //! - `run`: release build, then exec `pthwatch` with the given arguments.
+//! - `bench`: pthwatch's overhead against no monitor, auditd and bpftrace (root).
+//! - `vm-test`: the integration tests on other kernels (Debian 6.1, 6.12) under QEMU.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
+mod bench;
 mod build;
 mod run;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "pthwatch developer tasks", version)]
@@ -31,6 +36,15 @@ enum Command {
     Test(test::Args),
     /// Build the release binary and exec it with the arguments after `--`.
     Run(run::Args),
+    /// Measure pthwatch's overhead against no monitor, auditd and bpftrace (root); the
+    /// machine is restored afterwards.
+    Bench(bench::Args),
+    /// Supply chain: `audit` (cargo-deny, offline), `sbom`, `release`, `repro`.
+    #[command(flatten)]
+    SupplyChain(audit::Command),
+    /// Run the integration tests on other kernels (Debian 6.1 without BPF LSM, 6.12 with
+    /// it), each booted under QEMU/KVM, or on `host`.
+    VmTest(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +55,9 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(&args).map(|_| ()),
         Command::Test(args) => test::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::SupplyChain(command) => audit::run(&command),
+        Command::VmTest(args) => vm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
