@@ -1,11 +1,6 @@
 //! Alerts: the JSON object a security engineer receives (schema in
-//! `schema/alert.schema.json`), and the JSON Lines sink that writes them.
-use std::{
-    fs::{File, OpenOptions},
-    io::{self, Write as _},
-    path::Path,
-    time::SystemTime,
-};
+//! `schema/alert.schema.json`); `crate::sink` delivers them.
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -153,47 +148,6 @@ fn the_node_name_wins_over_the_pods_hostname() {
     assert_eq!(host_from(s("build-3"), s("node-7"), s("pod")), "build-3");
     assert_eq!(host_from(None, s(" "), s("vm\n")), "vm");
     assert_eq!(host_from(None, None, None), "unknown");
-}
-
-/// Appends alerts as JSON Lines, one object per line, flushed per alert.
-pub struct AlertLog {
-    file: Option<File>,
-}
-
-impl AlertLog {
-    /// `None` writes to stdout.
-    pub fn open(path: Option<&Path>) -> io::Result<Self> {
-        let file = match path {
-            Some(p) => {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                use std::os::unix::fs::OpenOptionsExt;
-                Some(
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .mode(0o640)
-                        .open(p)?,
-                )
-            }
-            None => None,
-        };
-        Ok(Self { file })
-    }
-
-    pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        let mut line = serde_json::to_vec(alert).map_err(io::Error::other)?;
-        line.push(b'\n');
-        match &mut self.file {
-            Some(f) => f.write_all(&line),
-            None => {
-                let mut out = io::stdout().lock();
-                out.write_all(&line)?;
-                out.flush()
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -72,9 +72,14 @@ pub enum Command {
         /// (default: the file's `daemon.mode`, else alert).
         #[arg(long, value_enum)]
         mode: Option<Mode>,
-        /// Append alerts (JSON Lines) to this file; stdout when absent.
+        /// Also write alerts (JSON Lines, rotated) to this file. It replaces the default
+        /// stdout sink when the configuration names no sinks of its own.
         #[arg(long)]
         alert_log: Option<PathBuf>,
+        /// Keep the hash-chained event log (alerts and decisions) in this file (default:
+        /// the file's `[event_log]`, off unless enabled there).
+        #[arg(long, value_name = "PATH")]
+        event_log: Option<PathBuf>,
         /// Opens a freshly exec'd process may make before it is ruled out as a renamed
         /// interpreter (0 disables recognition by behaviour; default 64).
         #[arg(long)]
@@ -150,10 +155,19 @@ fn parse_rule_mode(s: &str) -> Result<(String, Mode), String> {
 pub fn init_logging(cli: &Cli) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    use std::io::IsTerminal as _;
+    // Colours only for a person at a terminal. Under systemd (JOURNAL_STREAM names the
+    // journal's stream) the journal stamps each line itself: no timestamp of our own.
+    let ansi = std::io::stderr().is_terminal();
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match (cli.log_format, journal) {
+        (LogFormat::Text, false) => builder.init(),
+        (LogFormat::Text, true) => builder.without_time().init(),
+        (LogFormat::Json, _) => builder.json().init(),
     }
 }
 
@@ -172,6 +186,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             config,
             mode,
             alert_log,
+            event_log,
             probation_opens,
             rule_modes,
             extra_homes,
@@ -183,6 +198,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             config_path: config,
             mode,
             alert_log,
+            event_log,
             probation_opens,
             rule_modes,
             extra_homes,

@@ -22,8 +22,8 @@ use monitor_common::{FileKey, iouring_kind, lineage_flags, open_match, proc_flag
 
 use crate::{
     alert::{
-        Action, Alert, AlertLog, ContainerRef, Destination, HookRef, LineageEntry, ProcessRef,
-        Severity, hostname, rfc3339,
+        Action, Alert, ContainerRef, Destination, HookRef, LineageEntry, ProcessRef, Severity,
+        hostname, rfc3339,
     },
     cli::Mode,
     credentials::{CredentialCatalog, persistence_kind},
@@ -32,8 +32,17 @@ use crate::{
     hookbook::HookBook,
     inventory::{Hook, HookClass},
     proctable::ProcessTable,
+    sink::{SinkStats, Sinks},
     trace::protocol_name,
 };
+
+mod journal;
+
+use serde_json::json;
+
+use crate::eventlog::Kind;
+
+use self::journal::{Journal, LINEAGE_RECORDS};
 
 /// Rule names, as alerts and the configuration spell them.
 pub const EXFIL: &str = "hook_credential_exfiltration";
@@ -139,6 +148,8 @@ struct Lineage {
     /// Members that ran the lineage's own hook again.
     reentries: u32,
     last_seen: Option<Instant>,
+    /// Activity records of this lineage written to the event log.
+    journaled: u32,
 }
 
 impl Lineage {
@@ -150,7 +161,8 @@ impl Lineage {
 pub struct Detector {
     modes: RuleModes,
     host: String,
-    log: AlertLog,
+    sinks: Sinks,
+    journal: Option<Journal>,
     catalog: CredentialCatalog,
     homes: Vec<PathBuf>,
     hooks: HookBook,
@@ -183,7 +195,7 @@ pub struct Detector {
 impl Detector {
     pub fn new(
         modes: RuleModes,
-        log: AlertLog,
+        sinks: Sinks,
         catalog: CredentialCatalog,
         homes: Vec<PathBuf>,
         hooks: HookBook,
@@ -191,7 +203,8 @@ impl Detector {
         Self {
             modes,
             host: hostname(),
-            log,
+            sinks,
+            journal: None,
             catalog,
             homes,
             hooks,
@@ -228,9 +241,9 @@ impl Detector {
 
     /// Whether configuration says not to report `alert`: its rule is off, or an allow
     /// entry covers it (logged with the entry's reason).
-    fn suppressed(&self, alert: &Alert) -> bool {
+    fn suppressed(&self, alert: &Alert) -> Option<String> {
         if !self.config.rule_enabled(alert.rule) {
-            return true;
+            return Some(format!("rule {} is disabled", alert.rule));
         }
         let hook = alert.startup_hook.as_ref();
         let dest = alert.destination.as_ref();
@@ -243,16 +256,58 @@ impl Detector {
             container_image: None,
             k8s_namespace: None,
         };
-        let Some(entry) = self.config.allow.allows(alert.rule, &facts) else {
-            return false;
-        };
+        let entry = self.config.allow.allows(alert.rule, &facts)?;
+        let reason = entry.reason.as_deref().unwrap_or("(no reason given)");
         tracing::info!(
             rule = alert.rule,
             pid = alert.process.pid,
-            reason = entry.reason.as_deref().unwrap_or("(no reason given)"),
+            reason,
             "allowed by configuration: not reported"
         );
-        true
+        Some(format!("allow entry: {reason}"))
+    }
+
+    /// Keeps the hash-chained event log from now on.
+    pub fn set_event_log(&mut self, log: crate::eventlog::EventLog) {
+        self.journal = Some(Journal::new(log));
+    }
+
+    /// Stops alert delivery (webhooks deliver what they can until `deadline`, the rest
+    /// stays spooled) and closes the event log.
+    pub fn shutdown(&mut self, deadline: Instant) -> SinkStats {
+        let stats = self.sinks.shutdown(deadline);
+        if let Some(j) = self.journal.take() {
+            j.close();
+        }
+        stats
+    }
+
+    /// Writes an activity record of `lineage` to the event log, up to
+    /// [`LINEAGE_RECORDS`] of them per lineage.
+    fn journal_activity(
+        &mut self,
+        kind: crate::eventlog::Kind,
+        lineage: u64,
+        tgid: u32,
+        fields: serde_json::Value,
+    ) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let l = self.lineages.entry(lineage).or_insert_with(|| Lineage {
+            root_tgid: tgid,
+            ..Lineage::default()
+        });
+        l.journaled = l.journaled.saturating_add(1);
+        match l.journaled.cmp(&LINEAGE_RECORDS) {
+            std::cmp::Ordering::Less | std::cmp::Ordering::Equal => {
+                j.activity(kind, lineage, fields)
+            }
+            std::cmp::Ordering::Greater if l.journaled == LINEAGE_RECORDS + 1 => {
+                j.lineage_capped(lineage, tgid)
+            }
+            std::cmp::Ordering::Greater => {}
+        }
     }
 
     pub fn set_metrics(&mut self, metrics: crate::metrics::Metrics) {
@@ -275,6 +330,17 @@ impl Detector {
             s.lineages = self.lineages.len() as u64;
             s.tracked_processes = rt.procs.len() as u64;
             s.hooks_known = self.hooks.len() as u64;
+            s.delivery = self
+                .sinks
+                .stats()
+                .pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            if let Some(j) = &self.journal {
+                s.delivery.insert("event_log_records".into(), j.written);
+                s.delivery.insert("event_log_errors".into(), j.errors);
+            }
         });
     }
 
@@ -326,9 +392,11 @@ impl Detector {
             None
         };
         let l = self.lineage(h.lineage, h.tgid);
+        let mut new_credential = false;
         if kernel_cred || user_cred {
             if !l.credentials.contains(&path) {
                 l.credentials.push(path.clone());
+                new_credential = true;
             }
             l.first_credential.get_or_insert_with(Instant::now);
         }
@@ -338,6 +406,15 @@ impl Detector {
         let new_persistence = persistence.is_some() && !l.persistence.contains(&path);
         if new_persistence {
             l.persistence.push(path.clone());
+        }
+        if new_credential || new_persistence {
+            let event = if new_persistence { "write" } else { "read" };
+            self.journal_activity(
+                Kind::Process,
+                h.lineage,
+                h.tgid,
+                json!({ "event": event, "pid": h.tgid, "path": path, "credential": new_credential }),
+            );
         }
         if user_cred {
             // The kernel's name table missed it: taint the lineage there too, so its next
@@ -538,6 +615,9 @@ impl Detector {
             }
         }
         let executable = matches!(hook.class, HookClass::Unknown | HookClass::Risky { .. });
+        if executable && let Some(j) = self.journal.as_mut() {
+            j.hook_ran(&hook, h.tgid, h.lineage);
+        }
         // The response applies to every run of the hook; the report is made once.
         let action = if executable && h.lineage != 0 {
             self.respond_outside_kernel(rt, h.lineage, UNKNOWN_HOOK)
@@ -569,6 +649,18 @@ impl Detector {
         if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
             return;
         }
+        self.journal_activity(
+            Kind::Process,
+            h.lineage,
+            h.tgid,
+            json!({
+                "event": "exec",
+                "pid": h.tgid,
+                "ppid": h.ppid,
+                "exe": e.exe.to_string_lossy(),
+                "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
+            }),
+        );
         let key = FileKey::new(e.exe_dev, e.exe_ino);
         let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
         // A script runs under its interpreter: the executable is the interpreter, the
@@ -620,6 +712,23 @@ impl Detector {
         }
         let n = &with_held_destination(l, n);
         l.network_attempted = true;
+        let decided = match n.verdict {
+            verdict::KILLED => "killed",
+            verdict::DENIED => "blocked",
+            _ => "allowed",
+        };
+        let record = json!({
+            "action": decided,
+            "what": "network attempt",
+            "pid": tgid,
+            "destination": n.addr.map(|a| json!({
+                "address": a.to_string(),
+                "port": n.port,
+                "protocol": protocol_name(n.protocol),
+            })),
+        });
+        self.journal_activity(Kind::Decision, h.lineage, tgid, record);
+        let l = self.lineage(h.lineage, tgid);
         if !(l.tainted() || n.verdict != verdict::ALLOWED)
             || l.fired.contains(EXFIL)
             // A quarantined lineage that read nothing: its own rule reported the block.
@@ -668,11 +777,21 @@ impl Detector {
             tracing::warn!(lineage, rule, error = %e, "could not apply the rule's response in the kernel");
             return Action::Alert;
         }
+        let mut root = 0;
         if let Some(l) = self.lineages.get_mut(&lineage) {
+            root = l.root_tgid;
             l.quarantined |= action == Action::Blocked;
             if action == Action::Killed {
                 kill_members(rt.procs, l);
             }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            let name = if action == Action::Killed {
+                "killed"
+            } else {
+                "blocked"
+            };
+            j.response(lineage, root, rule, name);
         }
         action
     }
@@ -774,20 +893,23 @@ impl Detector {
     }
 
     fn emit(&mut self, alert: Alert) {
-        if self.suppressed(&alert) {
+        if let Some(reason) = self.suppressed(&alert) {
             self.alerts_allowed += 1;
+            if let Some(j) = self.journal.as_mut() {
+                j.suppressed(&alert, &reason);
+            }
             return;
         }
         tracing::warn!(rule = alert.rule, severity = ?alert.severity, action = ?alert.action, pid = alert.process.pid, "{}", alert.summary);
-        match self.log.write(&alert) {
-            Ok(()) => {
-                self.alerts_written += 1;
-                *self.alerts_by_rule.entry(alert.rule).or_default() += 1;
-            }
-            Err(e) => {
-                self.alert_errors += 1;
-                tracing::error!(error = %e, "could not write alert");
-            }
+        if let Some(j) = self.journal.as_mut() {
+            j.alert(&alert);
+        }
+        *self.alerts_by_rule.entry(alert.rule).or_default() += 1;
+        if self.sinks.emit(&alert) {
+            self.alerts_written += 1;
+        } else {
+            // Logged and counted per sink; this is the daemon-wide count.
+            self.alert_errors += 1;
         }
     }
 
@@ -916,9 +1038,21 @@ impl EventSink for Detector {
             Event::Fork(f)
                 if f.header.lineage != 0 && !self.dismissed.contains(&f.header.lineage) =>
             {
-                self.lineage(f.header.lineage, f.header.tgid)
+                let new = self
+                    .lineage(f.header.lineage, f.header.tgid)
                     .members
                     .insert(f.child_tgid);
+                if new && f.child_tgid != f.header.tgid {
+                    let record =
+                        json!({ "event": "fork", "pid": f.child_tgid, "ppid": f.header.tgid });
+                    self.journal_activity(Kind::Process, f.header.lineage, f.header.tgid, record);
+                }
+            }
+            Event::Exit(h)
+                if h.lineage != 0 && h.pid == h.tgid && !self.dismissed.contains(&h.lineage) =>
+            {
+                let record = json!({ "event": "exit", "pid": h.tgid });
+                self.journal_activity(Kind::Process, h.lineage, h.tgid, record);
             }
             Event::IoUring(u)
                 if u.header.lineage != 0 && !self.dismissed.contains(&u.header.lineage) =>
@@ -942,6 +1076,9 @@ impl EventSink for Detector {
             self.follow_new_homes(rt);
         }
         self.flush(rt, Instant::now());
+        if let Some(j) = self.journal.as_mut() {
+            j.flush();
+        }
         rt.procs.gc();
     }
 }

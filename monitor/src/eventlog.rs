@@ -54,10 +54,6 @@ mod hmac;
 mod query;
 mod show;
 mod verify;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the daemon does not write the event log yet")
-)]
 mod writer;
 
 #[cfg(test)]
@@ -74,14 +70,10 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 pub use self::hmac::CheckpointKey;
-#[cfg_attr(
-    not(test),
-    expect(unused_imports, reason = "the daemon does not write the event log yet")
-)]
 pub use self::writer::{EventLog, EventLogOptions};
 
 /// Where the daemon keeps the event log unless configured otherwise.
-pub const DEFAULT_PATH: &str = "/var/lib/pthwatch/events.jsonl";
+pub const DEFAULT_PATH: &str = "/var/log/pthwatch/events.jsonl";
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

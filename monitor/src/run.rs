@@ -5,21 +5,24 @@ use std::{
     io,
     path::{Path, PathBuf},
     process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 
 use crate::{
-    alert::AlertLog,
+    alert::Severity,
     cli::{Mode, runtime},
-    config::Config,
+    config::{AlertSettings, Config, EventLogSettings, FileSink, Sink},
     credentials::{self, CredentialCatalog},
     daemon::{self, Runtime},
     detect::{Detector, RuleModes},
+    eventlog::{CheckpointKey, EventLog, EventLogOptions},
     hookbook::{HookBook, kernel_keys},
     inventory::{DiscoverOptions, Inventory},
     notify::notify,
     sensors::{SensorOptions, file_key},
+    sink::Sinks,
     watch::{self, SiteWatcher},
 };
 
@@ -29,6 +32,7 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     pub mode: Option<Mode>,
     pub alert_log: Option<PathBuf>,
+    pub event_log: Option<PathBuf>,
     pub probation_opens: Option<u32>,
     pub rule_modes: Vec<(String, Mode)>,
     pub extra_homes: Vec<PathBuf>,
@@ -57,6 +61,26 @@ impl RunOptions {
             config.metrics.enabled = true;
             config.metrics.listen = addr;
         }
+        if let Some(path) = &self.alert_log {
+            let file = Sink::File(FileSink {
+                min_severity: Severity::Info,
+                path: path.clone(),
+                max_bytes: FileSink::DEFAULT_MAX_BYTES,
+                keep: FileSink::DEFAULT_KEEP,
+            });
+            // A file named here replaces the default stdout sink, not sinks configured on
+            // purpose.
+            if config.alerts == AlertSettings::default() {
+                config.alerts.sinks.clear();
+            }
+            if !config.alerts.sinks.contains(&file) {
+                config.alerts.sinks.push(file);
+            }
+        }
+        if let Some(path) = &self.event_log {
+            config.event_log.enabled = true;
+            config.event_log.path.clone_from(path);
+        }
         let mut modes = config.rule_modes();
         for (rule, m) in &self.rule_modes {
             modes.set(rule, *m).map_err(anyhow::Error::msg)?;
@@ -69,13 +93,8 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
     let file = Config::load(o.config_path.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (config, modes) = o.settings(file)?;
     let mode = modes.kernel();
-    let alert_log = o.alert_log.as_deref();
-    let log = AlertLog::open(alert_log).with_context(|| {
-        format!(
-            "opening the alert log {}",
-            alert_log.map_or("stdout".into(), |p| p.display().to_string())
-        )
-    })?;
+    let sinks = Sinks::from_config(&config.alerts.sinks).context("setting up alert delivery")?;
+    let journal = open_event_log(&config.event_log)?;
     let opts = SensorOptions {
         mode: mode.kernel(),
         probation_opens: config.daemon.probation_opens,
@@ -101,7 +120,10 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
     let (hooks, site_watcher) = load_inventory(&mut rt, &homes);
     let catalog = CredentialCatalog::default();
     load_catalog(&mut rt, &catalog, &homes);
-    let mut detector = Detector::new(modes, log, catalog, homes, hooks);
+    let mut detector = Detector::new(modes, sinks, catalog, homes, hooks);
+    if let Some(j) = journal {
+        detector.set_event_log(j);
+    }
     let metrics_at = config.metrics.enabled.then_some(config.metrics.listen);
     detector.set_config(config, o.clone());
     if let Some(w) = site_watcher {
@@ -109,7 +131,7 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
     }
     let ready = || {
         let _ = notify(&format!("READY=1\nSTATUS=watching, mode {mode:?}"));
-        tracing::info!(?mode, alert_log = ?alert_log, "pthwatch is watching");
+        tracing::info!(?mode, "pthwatch is watching");
     };
     let metrics = crate::metrics::Metrics::default();
     if metrics_at.is_some() {
@@ -127,14 +149,44 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
     })?;
     let _ = notify("STOPPING=1");
     let counters = sensors.counters();
+    let delivery = detector.shutdown(Instant::now() + SHUTDOWN_DELIVERY);
     tracing::info!(
         ?stop,
         alerts = detector.alerts_written,
+        delivered = delivery.delivered,
+        still_spooled = delivery.spooled_now,
         ringbuf_drops = counters[monitor_common::counter::RINGBUF_DROPS as usize],
         "pthwatch stopped"
     );
     drop(sensors);
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long webhooks may go on delivering after SIGTERM; what is left stays spooled.
+const SHUTDOWN_DELIVERY: Duration = Duration::from_secs(5);
+
+/// The hash-chained event log, when enabled: a log that cannot be opened (or a key that
+/// cannot be read) stops the start, as a security log that silently is not kept would
+/// mislead whoever relies on it.
+fn open_event_log(settings: &EventLogSettings) -> Result<Option<EventLog>> {
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let checkpoint_key = settings
+        .checkpoint_key_file
+        .as_deref()
+        .map(CheckpointKey::load)
+        .transpose()
+        .context("reading the event log's checkpoint key")?;
+    let opts = EventLogOptions {
+        checkpoint_key,
+        checkpoint_every: u64::from(settings.checkpoint_every),
+        ..EventLogOptions::default()
+    };
+    let log = EventLog::open(&settings.path, opts)
+        .with_context(|| format!("opening the event log {}", settings.path.display()))?;
+    tracing::info!(path = %settings.path.display(), next_seq = log.next_seq(), "event log open");
+    Ok(Some(log))
 }
 
 /// Discovers interpreters, site dirs and hooks; teaches the kernel which hooks are benign,

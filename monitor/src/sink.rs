@@ -10,15 +10,6 @@
 //! the file and stdout sinks write at once, a webhook only spools the alert (a small file
 //! write) and its own thread does the sending.
 
-// Until `run` builds its outputs from `[alerts]`, only the tests use this module.
-#![cfg_attr(
-    not(test),
-    allow(
-        dead_code,
-        reason = "wired into `run` separately; remove once the daemon emits through `Sinks`"
-    )
-)]
-
 mod backoff;
 mod file;
 mod http;
@@ -228,9 +219,9 @@ impl Sinks {
     /// Stops the webhooks: each delivers what it can until `deadline` (stopping at its
     /// first failure); what is left stays spooled for the next start. Returns the final
     /// counters.
-    pub fn shutdown(self, deadline: Instant) -> SinkStats {
+    pub fn shutdown(&mut self, deadline: Instant) -> SinkStats {
         let mut total = SinkStats::default();
-        let targets = self.targets;
+        let targets = std::mem::take(&mut self.targets);
         // Every webhook gets the same deadline: stop them in parallel.
         let stats: Vec<SinkStats> = std::thread::scope(|s| {
             let handles: Vec<_> = targets

@@ -71,7 +71,6 @@ fn settled_alerts(path: &Path, at_least: usize) -> usize {
 }
 
 #[test]
-#[ignore = "needs `pthwatch run` to emit through sink::Sinks built from [[alerts.sink]]"]
 fn webhook_alerts_survive_an_outage_and_a_restart_and_arrive_once_in_order_signed() {
     if !can_run() {
         return;

@@ -138,7 +138,7 @@ impl Default for EventLogSettings {
     fn default() -> Self {
         Self {
             enabled: false,
-            path: PathBuf::from("/var/log/pthwatch/events.jsonl"),
+            path: PathBuf::from(crate::eventlog::DEFAULT_PATH),
             checkpoint_key_file: None,
             checkpoint_every: 1000,
         }

@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     CheckpointKey, DEFAULT_PATH, Kind, LogError,
-    query::{QueryFilter, Since, parse_since, query, table_header, table_row},
+    query::{QueryFilter, Since, hook_lineages, parse_since, query, table_header, table_row},
     show::{FindError, find_alert, related_records, render_incident},
     verify::{VerifyOptions, verify},
     writer::{head_path, read_head},
@@ -181,6 +181,12 @@ pub fn query_to(a: &QueryArgs, out: &mut impl Write, now_ms: i64) -> Result<u8, 
         hook: a.hook.clone(),
         rule: a.rule.clone(),
         kinds: a.kind.clone(),
+        hook_lineages: match &a.hook {
+            Some(pattern) => {
+                hook_lineages(open(&a.file)?, pattern).map_err(LogError::io(&a.file))?
+            }
+            None => Default::default(),
+        },
     };
     let reader = open(&a.file)?;
     if !a.json {

@@ -157,6 +157,9 @@ pub struct QueryFilter {
     pub rule: Option<String>,
     /// Any of these kinds (all when empty).
     pub kinds: Vec<Kind>,
+    /// Lineages that ran the hook of `hook` ([`hook_lineages`]): their records match too,
+    /// so a query by hook also answers what those processes did.
+    pub hook_lineages: std::collections::HashSet<u64>,
 }
 
 impl QueryFilter {
@@ -174,6 +177,7 @@ impl QueryFilter {
             .is_none_or(|pid| pids(&r.data).any(|p| p == u64::from(pid)));
         let hook = self.hook.as_deref().is_none_or(|pattern| {
             hook_of(r).is_some_and(|(path, sha)| hook_matches(pattern, path, sha))
+                || lineage_of(r).is_some_and(|l| self.hook_lineages.contains(&l))
         });
         kind && since && rule && pid && hook
     }
@@ -194,6 +198,31 @@ fn pids(data: &Value) -> impl Iterator<Item = u64> + '_ {
 }
 
 /// The hook a record names: (path, sha256).
+fn lineage_of(r: &Record) -> Option<u64> {
+    r.data
+        .get("lineage_id")
+        .and_then(Value::as_u64)
+        .filter(|&l| l != 0)
+}
+
+/// The lineages of the records about a hook matching `pattern`: a first pass over the
+/// log before [`query`] with [`QueryFilter::hook_lineages`] set.
+pub fn hook_lineages(
+    reader: impl io::BufRead,
+    pattern: &str,
+) -> io::Result<std::collections::HashSet<u64>> {
+    let mut found = std::collections::HashSet::new();
+    for_each_record(reader, |_, r| {
+        if let (Some((path, sha)), Some(l)) = (hook_of(&r), lineage_of(&r))
+            && hook_matches(pattern, path, sha)
+        {
+            found.insert(l);
+        }
+        Ok(())
+    })?;
+    Ok(found)
+}
+
 pub fn hook_of(r: &Record) -> Option<(&str, &str)> {
     let hook = match r.data.get("startup_hook").or_else(|| r.data.get("hook")) {
         Some(h) if h.is_object() => h,

@@ -354,8 +354,11 @@ fn draw_tree(out: &mut String, d: &Value, related: &[Record]) {
                     node.exe = exe.clone();
                 }
                 let event = event.unwrap_or_else(|| "seen".into());
+                // A file the process touched (a credential read, a persistence write).
+                let path = r.data.get("path").and_then(Value::as_str).map(printable);
+                let what = path.unwrap_or(exe);
                 node.notes
-                    .push(format!("· {event} {exe}").trim_end().to_owned());
+                    .push(format!("· {event} {what}").trim_end().to_owned());
             }
             Kind::Decision => {
                 if let Some(node) = nodes.get_mut(&pid) {

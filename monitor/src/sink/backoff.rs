@@ -35,6 +35,7 @@ impl Backoff {
     }
 
     /// The current ceiling of the random delay.
+    #[cfg(test)]
     pub fn ceiling(&self) -> Duration {
         self.step
     }
