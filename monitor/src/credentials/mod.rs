@@ -62,11 +62,14 @@ pub enum Category {
     CiTokens = 18,
     /// Added by the operator (`extra_paths`, `extra_names`).
     Custom = 19,
+    /// A process's environment (`/proc/<pid>/environ`): where tokens handed to services
+    /// and CI jobs in variables (`AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`) can be read.
+    ProcessEnvironment = 20,
 }
 
 impl Category {
     #[cfg(test)]
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Ssh,
         Self::Aws,
         Self::Gcp,
@@ -86,6 +89,7 @@ impl Category {
         Self::System,
         Self::CiTokens,
         Self::Custom,
+        Self::ProcessEnvironment,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +113,7 @@ impl Category {
             Self::System => "system",
             Self::CiTokens => "ci_tokens",
             Self::Custom => "custom",
+            Self::ProcessEnvironment => "process_environment",
         }
     }
 }
