@@ -1,5 +1,6 @@
-//! Two side measurements of the daemon: its cost on an idle host, and whether it loses
-//! events under a steady rate of interpreter starts.
+//! Side measurements of the daemon: its cost on an idle host, whether it loses events
+//! under a steady rate of interpreter starts, and how long a restart leaves the host
+//! without enforcement.
 use std::{path::Path, time::Duration};
 
 use anyhow::{Context as _, Result};
@@ -8,7 +9,7 @@ use super::{
     host::{Host, sleep},
     procstat::{cpu_seconds, loadavg, memory_kib},
     pthwatch::{Pthwatch, PthwatchOptions},
-    report::{IdleUsage, RateCheck},
+    report::{IdleUsage, RateCheck, RestartGap},
     workloads::{Fixtures, Sizes, paced_starts},
 };
 
@@ -76,4 +77,51 @@ pub fn rate(host: &mut Host, bin: &Path, fx: &Fixtures, sizes: &Sizes) -> Result
         failures,
         events_lost: log.events_lost,
     })
+}
+
+/// Restarts of pthwatch `--mode block`, as `systemctl restart` does them: SIGTERM, wait for
+/// the exit, start again, wait for READY=1. From the SIGTERM (the old daemon detaches its
+/// programs while it exits) to the new READY=1 (its programs are attached and its tables
+/// loaded), nothing enforces: that is the gap.
+pub fn restart(host: &mut Host, bin: &Path, fx: &Fixtures, restarts: usize) -> Result<RestartGap> {
+    eprintln!("bench: {restarts} restarts of pthwatch --mode block");
+    let homes = [fx.hook_home.clone()];
+    let options = |i: usize| PthwatchOptions {
+        bin,
+        mode: "block",
+        homes: &homes,
+        dir: host.dir.join(format!("pthwatch-restart-{i}")),
+    };
+    let mut daemon = Pthwatch::start(&options(0))?;
+    let (mut stop_ms, mut start_ms, mut gap_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 1..=restarts {
+        sleep(Duration::from_millis(300));
+        let t0 = std::time::Instant::now();
+        daemon.stop()?;
+        let stopped = t0.elapsed();
+        daemon = Pthwatch::start(&options(i))?;
+        stop_ms.push(stopped.as_secs_f64() * 1e3);
+        start_ms.push(daemon.ready_s * 1e3);
+        gap_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        super::host::check_interrupted()?;
+    }
+    daemon.stop()?;
+    Ok(RestartGap {
+        mode: "block",
+        restarts,
+        stop_ms: median(&stop_ms),
+        start_ms: median(&start_ms),
+        gap_ms: median(&gap_ms),
+        gap_ms_max: gap_ms.iter().copied().fold(0.0, f64::max),
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }

@@ -170,8 +170,8 @@ pub fn run(args: &Args) -> Result<()> {
     let measured = rounds::run(&mut host, &plan)?;
     notes.extend(measured.notes.iter().cloned());
 
-    let (idle, rate) = if args.no_checks {
-        (None, None)
+    let (idle, rate, restart) = if args.no_checks {
+        (None, None, None)
     } else {
         (
             Some(checks::idle(
@@ -185,6 +185,12 @@ pub fn run(args: &Args) -> Result<()> {
                 &prepared.pthwatch,
                 &fixtures,
                 &sizes,
+            )?),
+            Some(checks::restart(
+                &mut host,
+                &prepared.pthwatch,
+                &fixtures,
+                if args.quick { 2 } else { 5 },
             )?),
         )
     };
@@ -242,6 +248,7 @@ pub fn run(args: &Args) -> Result<()> {
         kernel_programs: measured.programs,
         idle,
         rate,
+        restart,
         scaling,
         targets: Vec::new(),
         restored,

@@ -225,9 +225,18 @@ fn tables(r: &Report) -> Vec<Table> {
             ),
         ]);
     }
+    if let Some(g) = &r.restart {
+        rows.push(vec![
+            format!("restart (SIGTERM, then start), --mode {}", g.mode),
+            format!(
+                "no enforcement for {:.0} ms (median of {}, max {:.0}): stop {:.0} ms, start to READY {:.0} ms",
+                g.gap_ms, g.restarts, g.gap_ms_max, g.stop_ms, g.start_ms
+            ),
+        ]);
+    }
     if !rows.is_empty() {
         out.push(Table {
-            title: "Daemon on an idle host, and under a start rate".into(),
+            title: "Daemon on an idle host, under a start rate, and restarted".into(),
             headers: vec!["check", "result"],
             rows,
             right: vec![false, false],

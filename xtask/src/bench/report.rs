@@ -21,6 +21,7 @@ pub struct Report {
     pub kernel_programs: Vec<ProgramCost>,
     pub idle: Option<IdleUsage>,
     pub rate: Option<RateCheck>,
+    pub restart: Option<RestartGap>,
     pub scaling: Vec<ScalingSeries>,
     pub targets: Vec<TargetCheck>,
     /// What restoring the machine did.
@@ -129,6 +130,20 @@ pub struct RateCheck {
     pub starts: u64,
     pub failures: u64,
     pub events_lost: Option<u64>,
+}
+
+/// Medians over `restarts` restarts, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct RestartGap {
+    pub mode: &'static str,
+    pub restarts: usize,
+    /// SIGTERM to exit of the old daemon.
+    pub stop_ms: f64,
+    /// Spawn to READY=1 of the new one.
+    pub start_ms: f64,
+    /// SIGTERM to READY=1: the host is not enforced for this long.
+    pub gap_ms: f64,
+    pub gap_ms_max: f64,
 }
 
 #[derive(Debug, Serialize)]

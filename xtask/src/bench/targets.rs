@@ -297,6 +297,7 @@ mod tests {
                 failures: 0,
                 events_lost: Some(0),
             }),
+            restart: None,
             scaling: Vec::new(),
             targets: Vec::new(),
             restored: Vec::new(),
