@@ -114,6 +114,9 @@ pub mod lineage_flags {
     pub const QUARANTINED: u32 = 1 << 5;
     /// An event of the lineage was lost (full ring buffer).
     pub const LOST: u32 = 1 << 6;
+    /// A member asked the cloud's instance metadata service (its credentials); set with
+    /// `CRED_READ`.
+    pub const METADATA: u32 = 1 << 7;
     /// Any of the flags that make the next network attempt a violation.
     pub const TAINTED: u32 = CRED_READ | IOURING | QUARANTINED;
     /// What rule 1 (and so the kernel's own mode) is about: something may have been

@@ -712,6 +712,15 @@ impl Detector {
         }
         let n = &with_held_destination(l, n);
         l.network_attempted = true;
+        // The kernel counts a request to the instance metadata service as a credential
+        // read (it serves the machine's cloud credentials).
+        if let Some(addr) = n.addr.filter(|a| is_metadata_service(*a)) {
+            let what = format!("cloud instance metadata service ({addr}:{})", n.port);
+            if !l.credentials.contains(&what) {
+                l.credentials.push(what);
+            }
+            l.first_credential.get_or_insert_with(Instant::now);
+        }
         let decided = match n.verdict {
             verdict::KILLED => "killed",
             verdict::DENIED => "blocked",
@@ -1190,6 +1199,26 @@ fn hook_ref(hook: &Hook) -> HookRef {
     }
 }
 
+/// The cloud instance metadata and credential endpoints the kernel treats as credential
+/// reads (`is_metadata_service` in the eBPF net probes holds the same list).
+fn is_metadata_service(addr: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    const V4: [Ipv4Addr; 4] = [
+        Ipv4Addr::new(169, 254, 169, 254),
+        Ipv4Addr::new(169, 254, 170, 2),
+        Ipv4Addr::new(169, 254, 170, 23),
+        Ipv4Addr::new(100, 100, 100, 200),
+    ];
+    const V6: [Ipv6Addr; 2] = [
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+    ];
+    match addr {
+        IpAddr::V4(a) => V4.contains(&a),
+        IpAddr::V6(a) => V6.contains(&a) || a.to_ipv4_mapped().is_some_and(|m| V4.contains(&m)),
+    }
+}
+
 /// A stable id per (lineage, rule): the same incident never gets two ids.
 fn alert_id(lineage: u64, rule: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -1210,6 +1239,30 @@ fn alert_id(lineage: u64, rule: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_metadata_endpoints_are_known_in_both_families() {
+        for a in [
+            "169.254.169.254",
+            "169.254.170.2",
+            "169.254.170.23",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "fd00:ec2::23",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(is_metadata_service(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "169.254.169.253",
+            "127.0.0.1",
+            "10.0.0.1",
+            "fd00:ec2::255",
+            "::1",
+        ] {
+            assert!(!is_metadata_service(a.parse().unwrap()), "{a}");
+        }
+    }
 
     #[test]
     fn script_arguments_name_files_as_the_process_sees_them() {

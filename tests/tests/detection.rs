@@ -660,3 +660,108 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
         "the alert names the environment read: {alert:#}"
     );
 }
+
+/// The cloud's instance metadata service serves the machine's credentials: a hook asking
+/// it is reading them. In a network namespace of the test's own, 169.254.169.254 is a
+/// loopback listener standing in for IMDS. The hook's child is denied the request (block);
+/// the main program asking the same endpoint (what the AWS SDKs do) is not.
+#[test]
+fn a_hook_asking_the_instance_metadata_service_is_denied_and_the_main_program_is_not() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("imds");
+    let child = "import os, socket
+home = os.path.expanduser('~')
+try:
+    s = socket.create_connection(('169.254.169.254', 80), timeout=5)
+    s.sendall(b'GET /latest/meta-data/iam/security-credentials/ HTTP/1.0\\r\\n\\r\\n')
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+";
+    sb.pth("cloud_init_helper.pth", &spawning_pth_line(child));
+    // The stand-in IMDS: answers each connection with a fake credential document.
+    let server = sb.script(
+        "imds.py",
+        "import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('169.254.169.254', 80))
+s.listen(8)
+s.settimeout(30)
+open(sys.argv[1], 'w').close()
+while True:
+    try:
+        c, peer = s.accept()
+    except OSError:
+        break
+    with open(sys.argv[1], 'a') as f:
+        f.write('hit\\n')
+    c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n{\"AccessKeyId\": \"ASIAFAKE\"}')
+    c.close()
+",
+    );
+    let main = "import socket
+s = socket.create_connection(('169.254.169.254', 80), timeout=5)
+s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')
+print('main got', s.recv(200).decode())
+";
+    let hits = sb.home.join("imds.hits");
+    let script = format!(
+        "set -e
+ip link set lo up
+ip addr add 169.254.169.254/32 dev lo
+{PYTHON} {server} {hits} &
+srv=$!
+i=0; while [ ! -e {hits} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+{PYTHON} -c \"$MAIN\"
+i=0; while [ ! -s {home}/payload.done ] && [ $i -lt 300 ]; do sleep 0.05; i=$((i+1)); done
+kill $srv
+",
+        server = server.display(),
+        hits = hits.display(),
+        home = sb.home.display(),
+    );
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = run_bounded(
+        sb.command("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("MAIN", main),
+        Duration::from_secs(60),
+    );
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("main got HTTP/1.0 200 OK"),
+        "the main program reaches the metadata service: {out}"
+    );
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the hook's request is denied: {out}"
+    );
+    let hits = std::fs::read_to_string(&hits).unwrap_or_default();
+    assert_eq!(
+        hits.lines().count(),
+        1,
+        "only the main program's request arrives"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["destination"]["address"], "169.254.169.254",
+        "{alert:#}"
+    );
+    assert!(
+        alert["credentials"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains("instance metadata")))),
+        "the alert names the metadata service as the credential: {alert:#}"
+    );
+}
