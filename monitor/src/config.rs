@@ -170,12 +170,14 @@ impl Config {
             ("metrics.listen", self.metrics.listen != m.listen),
             ("alerts", self.alerts != running.alerts),
             ("event_log", self.event_log != running.event_log),
+            ("credentials", self.credentials != running.credentials),
         ];
         self.daemon.ringbuf_bytes = d.ringbuf_bytes;
         self.daemon.state_dir.clone_from(&d.state_dir);
         self.metrics = m.clone();
         self.alerts.clone_from(&running.alerts);
         self.event_log.clone_from(&running.event_log);
+        self.credentials.clone_from(&running.credentials);
         changed
             .into_iter()
             .filter_map(|(key, differs)| differs.then_some(key))

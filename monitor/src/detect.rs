@@ -507,6 +507,26 @@ impl Detector {
         }
     }
 
+    /// The interpreter running a hook holds secrets in its environment: the hook has them
+    /// (`os.environ`) without a read any sensor sees, so its lineage counts as having read
+    /// credentials, in the kernel too (its next network attempt is decided there).
+    fn taint_by_environment(&mut self, rt: &mut RuntimeParts<'_>, lineage: u64, tgid: u32) {
+        let names = crate::credentials::environment::of_process(tgid);
+        if names.is_empty() {
+            return;
+        }
+        if let Err(e) = rt.sensors.mark_lineage(lineage, lineage_flags::CRED_READ) {
+            tracing::warn!(lineage, error = %e, "could not taint lineage in the kernel");
+        }
+        let what = format!("environment variables of pid {tgid}: {}", names.join(", "));
+        let l = self.lineage(lineage, tgid);
+        // Held, not read: this taints the lineage for the network rule, but is no report
+        // of its own (hook_credential_access is about reads).
+        if !l.credentials.contains(&what) {
+            l.credentials.push(what);
+        }
+    }
+
     /// A member ran the lineage's own hook again: a hook that starts interpreters runs
     /// itself in each, and without a guard that is a fork bomb. Past the limit the
     /// kernel stops it (block and kill mode); this reports it once and kills the rest.
@@ -607,14 +627,21 @@ impl Detector {
                 tracing::warn!(path = %o.path.display(), error = %e, "could not record hook class in the kernel");
             }
         }
+        let executable = matches!(hook.class, HookClass::Unknown | HookClass::Risky { .. });
         if h.lineage != 0 {
+            let environment = self
+                .config
+                .credentials
+                .category_enabled(crate::credentials::Category::ProcessEnvironment);
             let l = self.lineage(h.lineage, h.tgid);
             if l.hook.is_none() {
                 l.hook = Some(Arc::clone(&hook));
                 l.root_tgid = h.tgid;
+                if executable && environment {
+                    self.taint_by_environment(rt, h.lineage, h.tgid);
+                }
             }
         }
-        let executable = matches!(hook.class, HookClass::Unknown | HookClass::Risky { .. });
         if executable && let Some(j) = self.journal.as_mut() {
             j.hook_ran(&hook, h.tgid, h.lineage);
         }

@@ -118,7 +118,9 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
         }
     }
     let (hooks, site_watcher) = load_inventory(&mut rt, &homes);
-    let catalog = CredentialCatalog::default();
+    let catalog = CredentialCatalog::from_config(&config.credentials.catalog_config())
+        .context("building the credential catalogue from [credentials]")?
+        .without(&config.credentials.disable_categories);
     load_catalog(&mut rt, &catalog, &homes);
     let mut detector = Detector::new(modes, sinks, catalog, homes, hooks);
     if let Some(j) = journal {

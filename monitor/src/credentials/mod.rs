@@ -13,6 +13,7 @@
 //! [`persistence_kind`] says whether a written file is a place programs start from.
 
 mod defaults;
+pub mod environment;
 mod pattern;
 mod persistence;
 mod resolve;
@@ -251,6 +252,14 @@ impl CredentialCatalog {
             catalog.excludes.push(Pattern::parse(text)?);
         }
         Ok(catalog)
+    }
+
+    /// Leaves out the entries and names of `disabled` categories
+    /// (`credentials.disable_categories`).
+    pub fn without(mut self, disabled: &[Category]) -> Self {
+        self.entries.retain(|e| !disabled.contains(&e.category));
+        self.names.retain(|(_, _, c)| !disabled.contains(c));
+        self
     }
 
     #[cfg(test)]
