@@ -186,7 +186,10 @@ pub struct Detector {
     cli: Option<crate::run::RunOptions>,
     /// Reports an allow entry suppressed.
     pub alerts_allowed: u64,
-    alerts_by_rule: std::collections::BTreeMap<&'static str, u64>,
+    /// Alerts written, by (rule, action).
+    alerts_by_rule: std::collections::BTreeMap<(&'static str, &'static str), u64>,
+    /// Events received, by kind (`crate::metrics::EVENT_KINDS` order).
+    events_by_kind: [u64; crate::metrics::EVENT_KINDS.len()],
     metrics: Option<crate::metrics::Metrics>,
     pub alerts_written: u64,
     pub alert_errors: u64,
@@ -219,6 +222,7 @@ impl Detector {
             cli: None,
             alerts_allowed: 0,
             alerts_by_rule: std::collections::BTreeMap::new(),
+            events_by_kind: [0; crate::metrics::EVENT_KINDS.len()],
             metrics: None,
             alerts_written: 0,
             alert_errors: 0,
@@ -324,22 +328,23 @@ impl Detector {
         m.update(|s| {
             s.last_tick = Some(Instant::now());
             s.kernel = kernel;
-            s.alerts_by_rule = self.alerts_by_rule.clone();
+            s.events = self.events_by_kind;
+            s.alerts = self.alerts_by_rule.clone();
             s.alerts_allowed = self.alerts_allowed;
             s.alert_errors = self.alert_errors;
             s.lineages = self.lineages.len() as u64;
             s.tracked_processes = rt.procs.len() as u64;
             s.hooks_known = self.hooks.len() as u64;
-            s.delivery = self
-                .sinks
-                .stats()
-                .pairs()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+            s.sinks = self.sinks.stats();
             if let Some(j) = &self.journal {
-                s.delivery.insert("event_log_records".into(), j.written);
-                s.delivery.insert("event_log_errors".into(), j.errors);
+                s.event_log_records = j.written;
+                s.event_log_errors = j.errors;
+            }
+            // A program attached to several targets (the `Py_RunMain` uprobe, once per
+            // interpreter) is attached when every one of them is.
+            s.probes.clear();
+            for (program, attached) in rt.sensors.attach_status() {
+                *s.probes.entry(program).or_insert(true) &= attached;
             }
         });
     }
@@ -940,7 +945,10 @@ impl Detector {
         if let Some(j) = self.journal.as_mut() {
             j.alert(&alert);
         }
-        *self.alerts_by_rule.entry(alert.rule).or_default() += 1;
+        *self
+            .alerts_by_rule
+            .entry((alert.rule, action_label(alert.action)))
+            .or_default() += 1;
         if self.sinks.emit(&alert) {
             self.alerts_written += 1;
         } else {
@@ -1067,6 +1075,7 @@ impl EventSink for Detector {
     }
 
     fn on_event(&mut self, rt: &mut RuntimeParts<'_>, event: Event) {
+        self.events_by_kind[event_kind(&event)] += 1;
         match &event {
             Event::Open(o) => self.on_open(rt, o),
             Event::Exec(e) => self.on_exec(rt, e),
@@ -1116,6 +1125,30 @@ impl EventSink for Detector {
             j.flush();
         }
         rt.procs.gc();
+    }
+}
+
+/// Where `event` is counted in `crate::metrics::EVENT_KINDS`.
+fn event_kind(event: &Event) -> usize {
+    use crate::metrics::event_kind_index as at;
+    match event {
+        Event::Exec(_) => const { at("exec") },
+        Event::Fork(_) => const { at("fork") },
+        Event::Exit(_) => const { at("exit") },
+        Event::Open(_) => const { at("open") },
+        Event::Net(_) => const { at("net") },
+        Event::IoUring(_) => const { at("io_uring") },
+        Event::StartupDone(_) => const { at("startup_done") },
+    }
+}
+
+/// An alert's action as the metrics label it (as the alert's JSON spells it).
+fn action_label(action: crate::alert::Action) -> &'static str {
+    use crate::alert::Action;
+    match action {
+        Action::Alert => "alert",
+        Action::Blocked => "blocked",
+        Action::Killed => "killed",
     }
 }
 
@@ -1325,6 +1358,17 @@ mod tests {
         assert!(found[0].memfd, "{}", found[0].shown);
         assert!(found[0].shown.starts_with("/memfd:stage"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn action_labels_match_the_alerts_json() {
+        use crate::alert::Action;
+        for action in [Action::Alert, Action::Blocked, Action::Killed] {
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                serde_json::Value::from(action_label(action))
+            );
+        }
     }
 
     #[test]

@@ -18,11 +18,45 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
+use crate::sink::SinkStats;
+
 /// An event loop that has not ticked for this long is unhealthy (it ticks every second).
 const STALE: Duration = Duration::from_secs(10);
 /// A request must arrive whole within this long, and fit in this many bytes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_MAX: usize = 8192;
+
+/// The kinds of event the detector receives, as `pthwatch_events_total` labels them
+/// (`Snapshot::events` is indexed in this order).
+pub const EVENT_KINDS: [&str; 7] = [
+    "exec",
+    "fork",
+    "exit",
+    "open",
+    "net",
+    "io_uring",
+    "startup_done",
+];
+
+/// The index of `kind` in [`EVENT_KINDS`]; used in `const` blocks, so that a name that
+/// is not there fails the build.
+pub const fn event_kind_index(kind: &str) -> usize {
+    let mut i = 0;
+    while i < EVENT_KINDS.len() {
+        let (a, b) = (EVENT_KINDS[i].as_bytes(), kind.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not an event kind of EVENT_KINDS")
+}
 
 /// What the daemon reports, as of its last tick.
 #[derive(Clone, Debug)]
@@ -31,14 +65,22 @@ pub struct Snapshot {
     pub last_tick: Option<Instant>,
     /// The kernel's counters (`monitor_common::counter`), summed over CPUs.
     pub kernel: [u64; counter::COUNT as usize],
-    pub alerts_by_rule: BTreeMap<&'static str, u64>,
+    /// Events received, by kind (in [`EVENT_KINDS`] order).
+    pub events: [u64; EVENT_KINDS.len()],
+    /// Alerts written, by (rule, action).
+    pub alerts: BTreeMap<(&'static str, &'static str), u64>,
     pub alerts_allowed: u64,
     pub alert_errors: u64,
     pub lineages: u64,
     pub tracked_processes: u64,
     pub hooks_known: u64,
-    /// Delivery counters of the alert sinks, by name (`delivered`, `dropped_spool_full`...).
-    pub delivery: BTreeMap<String, u64>,
+    /// Delivery counters of the alert sinks, summed over them.
+    pub sinks: SinkStats,
+    /// Records written to the event log, and records it could not write.
+    pub event_log_records: u64,
+    pub event_log_errors: u64,
+    /// Each kernel program pthwatch tried to attach: whether every attempt attached.
+    pub probes: BTreeMap<&'static str, bool>,
 }
 
 impl Default for Snapshot {
@@ -47,13 +89,17 @@ impl Default for Snapshot {
             started: Instant::now(),
             last_tick: None,
             kernel: [0; counter::COUNT as usize],
-            alerts_by_rule: BTreeMap::new(),
+            events: [0; EVENT_KINDS.len()],
+            alerts: BTreeMap::new(),
             alerts_allowed: 0,
             alert_errors: 0,
             lineages: 0,
             tracked_processes: 0,
             hooks_known: 0,
-            delivery: BTreeMap::new(),
+            sinks: SinkStats::default(),
+            event_log_records: 0,
+            event_log_errors: 0,
+            probes: BTreeMap::new(),
         }
     }
 }
@@ -79,7 +125,7 @@ impl Metrics {
     }
 }
 
-/// Kernel counters as metrics: (index, name, help, is a counter).
+/// Kernel counters as metrics: (index, name, help); all counters.
 const KERNEL: &[(u32, &str, &str)] = &[
     (
         counter::RINGBUF_DROPS,
@@ -123,89 +169,181 @@ const KERNEL: &[(u32, &str, &str)] = &[
     ),
 ];
 
+/// Writes metric families in the Prometheus text format (0.0.4).
+struct Exposition(String);
+
+impl Exposition {
+    /// `# HELP` and `# TYPE` of a family; its samples follow.
+    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample: `name{labels} value`, label values escaped.
+    fn sample(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+    ) -> &mut Self {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (key, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{key}=\"{}\"", escape(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+        self
+    }
+
+    /// A family of one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help).sample(name, &[], value);
+    }
+}
+
+/// Microseconds as decimal seconds (`2500000` → `2.5`).
+fn seconds(micros: u64) -> String {
+    let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:06}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
 /// The Prometheus text exposition of `s` at `now`.
 pub fn render(s: &Snapshot, now: Instant) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    metric(
+    let mut out = Exposition(String::new());
+    out.single(
         "pthwatch_up",
         "gauge",
         "1 while the event loop is ticking.",
-        &[(String::new(), u64::from(healthy(s, now)))],
+        u64::from(healthy(s, now)),
     );
-    metric(
+    out.single(
         "pthwatch_uptime_seconds",
         "gauge",
         "Seconds since the daemon started.",
-        &[(String::new(), now.duration_since(s.started).as_secs())],
+        now.duration_since(s.started).as_secs(),
     );
     for &(index, name, help) in KERNEL {
-        metric(
-            name,
-            "counter",
-            help,
-            &[(String::new(), s.kernel[index as usize])],
-        );
+        out.single(name, "counter", help, s.kernel[index as usize]);
     }
-    let by_rule: Vec<(String, u64)> = s
-        .alerts_by_rule
-        .iter()
-        .map(|(rule, n)| (format!("{{rule=\"{}\"}}", escape(rule)), *n))
-        .collect();
-    metric(
-        "pthwatch_alerts_total",
+    let name = "pthwatch_events_total";
+    out.family(
+        name,
         "counter",
-        "Alerts written, by rule.",
-        &by_rule,
+        "Kernel events the detector received, by kind.",
     );
-    metric(
+    for (kind, n) in EVENT_KINDS.iter().zip(s.events) {
+        out.sample(name, &[("kind", kind)], n);
+    }
+    let name = "pthwatch_alerts_total";
+    out.family(
+        name,
+        "counter",
+        "Alerts written, by rule and by action (alert, blocked, killed).",
+    );
+    for ((rule, action), n) in &s.alerts {
+        out.sample(name, &[("rule", rule), ("action", action)], n);
+    }
+    out.single(
         "pthwatch_alerts_allowed_total",
         "counter",
         "Reports suppressed by an allow entry or a disabled rule.",
-        &[(String::new(), s.alerts_allowed)],
+        s.alerts_allowed,
     );
-    metric(
+    out.single(
         "pthwatch_alert_write_errors_total",
         "counter",
         "Alerts that could not be written.",
-        &[(String::new(), s.alert_errors)],
+        s.alert_errors,
     );
-    metric(
+    out.single(
         "pthwatch_lineages",
         "gauge",
         "Startup-hook lineages being followed.",
-        &[(String::new(), s.lineages)],
+        s.lineages,
     );
-    metric(
+    out.single(
         "pthwatch_tracked_processes",
         "gauge",
         "Processes in the daemon's process table.",
-        &[(String::new(), s.tracked_processes)],
+        s.tracked_processes,
     );
-    metric(
+    out.single(
         "pthwatch_hooks_known",
         "gauge",
         "Startup hooks in the inventory.",
-        &[(String::new(), s.hooks_known)],
+        s.hooks_known,
     );
-    let delivery: Vec<(String, u64)> = s
-        .delivery
-        .iter()
-        .map(|(what, n)| (format!("{{what=\"{}\"}}", escape(what)), *n))
-        .collect();
-    metric(
-        "pthwatch_alert_delivery",
+    let name = "pthwatch_alert_delivery";
+    out.family(
+        name,
         "gauge",
         "Alert delivery to the configured sinks, by outcome.",
-        &delivery,
     );
-    out
+    for (what, n) in s.sinks.pairs() {
+        out.sample(name, &[("what", what)], n);
+    }
+    out.single(
+        "pthwatch_webhook_queue_depth",
+        "gauge",
+        "Alerts spooled and waiting for webhook delivery.",
+        s.sinks.spooled_now,
+    );
+    out.single(
+        "pthwatch_webhook_failures_total",
+        "counter",
+        "Webhook requests not answered 2xx (retried or refused).",
+        s.sinks.failed,
+    );
+    let name = "pthwatch_webhook_request_duration_seconds";
+    out.family(
+        name,
+        "histogram",
+        "Round-trip time of webhook requests answered 2xx.",
+    );
+    let bucket = format!("{name}_bucket");
+    for (bound, n) in s.sinks.latency.cumulative() {
+        let le = bound.map_or_else(|| "+Inf".to_owned(), seconds);
+        out.sample(&bucket, &[("le", &le)], n);
+    }
+    out.sample(
+        &format!("{name}_sum"),
+        &[],
+        seconds(s.sinks.latency.sum_micros),
+    );
+    out.sample(&format!("{name}_count"), &[], s.sinks.latency.count());
+    out.single(
+        "pthwatch_event_log_records_total",
+        "counter",
+        "Records written to the event log.",
+        s.event_log_records,
+    );
+    out.single(
+        "pthwatch_event_log_errors_total",
+        "counter",
+        "Event log records that could not be written.",
+        s.event_log_errors,
+    );
+    let name = "pthwatch_probe_attached";
+    out.family(
+        name,
+        "gauge",
+        "1 when every attach of the kernel program succeeded, 0 when one failed (running degraded).",
+    );
+    for (program, attached) in &s.probes {
+        out.sample(name, &[("program", program)], u64::from(*attached));
+    }
+    out.0
 }
 
 fn healthy(s: &Snapshot, now: Instant) -> bool {
@@ -287,82 +425,4 @@ async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Snapshot {
-        let mut s = Snapshot::default();
-        s.last_tick = Some(s.started);
-        s.kernel[counter::NET_DENIED as usize] = 3;
-        s.alerts_by_rule.insert("hook_credential_exfiltration", 2);
-        s.delivery.insert("delivered".into(), 5);
-        s
-    }
-
-    /// Every sample line is `name{labels} value` with a declared TYPE before it.
-    #[test]
-    fn exposition_is_well_formed() {
-        let s = sample();
-        let text = render(&s, s.started + Duration::from_secs(1));
-        let mut typed = std::collections::HashSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut it = rest.split(' ');
-                typed.insert(it.next().unwrap().to_owned());
-                assert!(matches!(it.next(), Some("counter" | "gauge")), "{line}");
-                continue;
-            }
-            if line.starts_with("# HELP ") {
-                continue;
-            }
-            let (name_labels, value) = line.rsplit_once(' ').expect(line);
-            value.parse::<u64>().expect(line);
-            let name = name_labels.split('{').next().unwrap();
-            assert!(typed.contains(name), "{name} has no TYPE");
-            assert!(
-                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                "{name}"
-            );
-        }
-        assert!(text.contains("pthwatch_kernel_network_denied_total 3\n"));
-        assert!(text.contains("pthwatch_alerts_total{rule=\"hook_credential_exfiltration\"} 2\n"));
-        assert!(text.contains("pthwatch_up 1\n"));
-    }
-
-    #[test]
-    fn health_follows_the_tick() {
-        let s = sample();
-        let fresh = s.started + Duration::from_secs(2);
-        let stale = s.started + STALE + Duration::from_secs(1);
-        assert_eq!(
-            route(b"GET /healthz HTTP/1.1\r\n\r\n", &s, fresh).0,
-            "200 OK"
-        );
-        assert_eq!(
-            route(b"GET /healthz HTTP/1.1\r\n\r\n", &s, stale).0,
-            "503 Service Unavailable"
-        );
-        assert!(render(&s, stale).contains("pthwatch_up 0\n"));
-        assert_eq!(
-            route(b"GET /nope HTTP/1.1\r\n\r\n", &s, fresh).0,
-            "404 Not Found"
-        );
-        assert_eq!(
-            route(b"POST /metrics HTTP/1.1\r\n\r\n", &s, fresh).0,
-            "405 Method Not Allowed"
-        );
-        assert_eq!(
-            route(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", &s, fresh).0,
-            "200 OK"
-        );
-        assert_eq!(
-            route(b"\xff\xfe garbage", &s, fresh).0,
-            "405 Method Not Allowed"
-        );
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-}
+mod tests;

@@ -73,6 +73,10 @@ pub struct SinkStats {
     pub spooled_now: u64,
     /// Alerts a file or stdout sink could not write, or a webhook could not spool.
     pub write_errors: u64,
+    /// Webhook attempts not answered 2xx: retried ones and refused ones.
+    pub failed: u64,
+    /// Round-trip times of webhook requests answered 2xx.
+    pub latency: Latency,
 }
 
 impl SinkStats {
@@ -95,6 +99,73 @@ impl SinkStats {
         self.dropped_permanent += o.dropped_permanent;
         self.spooled_now += o.spooled_now;
         self.write_errors += o.write_errors;
+        self.failed += o.failed;
+        self.latency.add(&o.latency);
+    }
+}
+
+/// Upper bounds, in microseconds, of the webhook latency buckets (a last, unbounded
+/// bucket follows them).
+pub const LATENCY_BOUNDS_MICROS: [u64; 11] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+/// Buckets of [`Latency`]: one per bound, and one for longer requests.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MICROS.len() + 1;
+
+/// A fixed-bucket histogram of request durations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Requests per bucket (not cumulative): `counts[i]` took at most
+    /// `LATENCY_BOUNDS_MICROS[i]` and more than the bound before it; the last one, longer
+    /// than every bound.
+    pub counts: [u64; LATENCY_BUCKETS],
+    /// Every request's duration added up, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl Latency {
+    /// The bucket a request of `micros` falls in.
+    pub fn bucket(micros: u64) -> usize {
+        LATENCY_BOUNDS_MICROS
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(LATENCY_BOUNDS_MICROS.len())
+    }
+
+    /// The webhook records into atomics (`Counters::record_latency`); tests into this.
+    #[cfg(test)]
+    pub fn record(&mut self, micros: u64) {
+        self.counts[Self::bucket(micros)] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+
+    /// Requests recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound in microseconds, requests that took at most that long)`, bound by
+    /// bound, then `(None, every request)`: the cumulative form Prometheus expects.
+    pub fn cumulative(&self) -> impl Iterator<Item = (Option<u64>, u64)> + '_ {
+        let bounds = LATENCY_BOUNDS_MICROS
+            .iter()
+            .copied()
+            .map(Some)
+            .chain([None]);
+        bounds
+            .zip(self.counts.iter())
+            .scan(0u64, |total, (bound, n)| {
+                *total += n;
+                Some((bound, *total))
+            })
+    }
+
+    fn add(&mut self, o: &Self) {
+        for (mine, theirs) in self.counts.iter_mut().zip(o.counts) {
+            *mine += theirs;
+        }
+        self.sum_micros = self.sum_micros.saturating_add(o.sum_micros);
     }
 }
 

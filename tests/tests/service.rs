@@ -249,12 +249,20 @@ fn the_metrics_endpoint_scrapes_and_counts_what_the_kernel_did() {
             typed.insert(rest.split(' ').next().unwrap_or_default().to_owned());
         } else if !line.starts_with('#') && !line.is_empty() {
             let (key, value) = line.rsplit_once(' ').expect("name and value");
-            let value: u64 = value
+            let value: f64 = value
                 .parse()
                 .unwrap_or_else(|_| panic!("not a number: {line}"));
             let name = key.split('{').next().unwrap_or_default();
-            assert!(typed.contains(name), "{name} has no TYPE line");
-            samples.insert(key.to_owned(), value);
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains(*f)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "{name} has no TYPE line");
+            // Counts are whole numbers; only a histogram's _sum (seconds) has a fraction.
+            if !name.ends_with("_sum") {
+                assert_eq!(value.fract(), 0.0, "{line}");
+            }
+            samples.insert(key.to_owned(), value as u64);
         }
     }
     assert_eq!(samples.get("pthwatch_up"), Some(&1));
@@ -264,11 +272,41 @@ fn the_metrics_endpoint_scrapes_and_counts_what_the_kernel_did() {
             .is_some_and(|&n| n >= 1),
         "{body}"
     );
+    // In block mode the exfiltration was blocked: counted under its rule and action.
     assert!(
         samples
-            .get("pthwatch_alerts_total{rule=\"hook_credential_exfiltration\"}")
+            .get("pthwatch_alerts_total{rule=\"hook_credential_exfiltration\",action=\"blocked\"}")
             .is_some_and(|&n| n >= 1),
         "{body}"
+    );
+    // The hook started a child (fork, exec) that read credentials (open) and connected
+    // (net): events are counted by kind.
+    for kind in ["exec", "fork", "open", "net"] {
+        assert!(
+            samples
+                .get(&format!("pthwatch_events_total{{kind=\"{kind}\"}}"))
+                .is_some_and(|&n| n >= 1),
+            "no {kind} events counted: {body}"
+        );
+    }
+    // Every program the daemon tried is listed; the required ones are attached.
+    let probes: Vec<(&String, &u64)> = samples
+        .iter()
+        .filter(|(k, _)| k.starts_with("pthwatch_probe_attached{program="))
+        .collect();
+    assert!(!probes.is_empty(), "{body}");
+    assert!(probes.iter().all(|(_, v)| **v <= 1), "{body}");
+    assert_eq!(
+        samples.get("pthwatch_probe_attached{program=\"process_exec\"}"),
+        Some(&1),
+        "{body}"
+    );
+    // No webhook configured: the delivery metrics are there, at zero.
+    assert_eq!(samples.get("pthwatch_webhook_queue_depth"), Some(&0));
+    assert_eq!(samples.get("pthwatch_webhook_failures_total"), Some(&0));
+    assert_eq!(
+        samples.get("pthwatch_webhook_request_duration_seconds_bucket{le=\"+Inf\"}"),
+        Some(&0)
     );
     assert_eq!(get(port, "/nothing").0, "HTTP/1.1 404 Not Found");
     daemon.stop();

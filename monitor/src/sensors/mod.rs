@@ -319,6 +319,13 @@ impl Sensors {
         out
     }
 
+    /// Each attach pthwatch tried, as (program, attached), in the order they were tried.
+    pub fn attach_status(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+        self.attachments
+            .iter()
+            .map(|a| (a.program, a.error.is_none()))
+    }
+
     /// Attaches the start-up-end marker to a file exporting `Py_RunMain` (an interpreter
     /// binary or `libpython3.X.so`). Idempotent per file.
     pub fn attach_runmain(&mut self, target: &Path) -> Result<bool, SensorError> {

@@ -612,3 +612,38 @@ fn garbage_silence_and_hangups_are_attempt_errors() {
     let r = client(port, Duration::from_millis(500)).post(&[], b"{}", &Mutex::new(None));
     assert!(matches!(r, Err(AttemptError::Connect(..))), "{r:?}");
 }
+
+#[test]
+fn latency_buckets_are_inclusive_upper_bounds_and_add_up() {
+    use super::{LATENCY_BOUNDS_MICROS, Latency, SinkStats};
+    let mut l = Latency::default();
+    // On a bound, just past it, below every bound, past every bound.
+    for micros in [5_000, 5_001, 1, 60_000_000] {
+        l.record(micros);
+    }
+    assert_eq!(l.counts[0], 2);
+    assert_eq!(l.counts[1], 1);
+    assert_eq!(l.counts[LATENCY_BOUNDS_MICROS.len()], 1);
+    assert_eq!(l.count(), 4);
+    assert_eq!(l.sum_micros, 5_000 + 5_001 + 1 + 60_000_000);
+    let cumulative: Vec<(Option<u64>, u64)> = l.cumulative().collect();
+    assert_eq!(cumulative.len(), LATENCY_BOUNDS_MICROS.len() + 1);
+    assert_eq!(cumulative[0], (Some(5_000), 2));
+    assert_eq!(cumulative[1], (Some(10_000), 3));
+    assert_eq!(cumulative.last(), Some(&(None, 4)));
+    assert!(cumulative.windows(2).all(|w| w[0].1 <= w[1].1));
+
+    // Summed over sinks, bucket by bucket.
+    let one = SinkStats {
+        failed: 1,
+        latency: l,
+        ..SinkStats::default()
+    };
+    let mut total = SinkStats::default();
+    total.add(&one);
+    total.add(&one);
+    assert_eq!(total.failed, 2);
+    assert_eq!(total.latency.count(), 8);
+    assert_eq!(total.latency.counts[0], 4);
+    assert_eq!(total.latency.sum_micros, 2 * l.sum_micros);
+}

@@ -44,7 +44,7 @@ use std::{
 };
 
 use super::{
-    SinkStats,
+    LATENCY_BUCKETS, Latency, SinkStats,
     backoff::Backoff,
     http::{self, AttemptError, Client, Endpoint, Response, TlsSetupError, Verdict},
     payload, signature,
@@ -90,6 +90,19 @@ struct Counters {
     dropped_permanent: AtomicU64,
     spooled_now: AtomicU64,
     write_errors: AtomicU64,
+    failed: AtomicU64,
+    /// Requests answered 2xx, per latency bucket (`Latency::counts`).
+    latency: [AtomicU64; LATENCY_BUCKETS],
+    latency_sum_micros: AtomicU64,
+}
+
+impl Counters {
+    /// A request answered 2xx after `took`.
+    fn record_latency(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency[Latency::bucket(micros)].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 /// What the sender thread and [`WebhookSink::send`] share.
@@ -280,6 +293,11 @@ impl WebhookSink {
             dropped_permanent: get(&c.dropped_permanent),
             spooled_now: get(&c.spooled_now),
             write_errors: get(&c.write_errors),
+            failed: get(&c.failed),
+            latency: Latency {
+                counts: std::array::from_fn(|i| get(&c.latency[i])),
+                sum_micros: get(&c.latency_sum_micros),
+            },
         }
     }
 
@@ -380,13 +398,15 @@ impl Sender {
                 Next::Deliver(e) => e,
                 Next::Stop => return,
             };
-            match self.attempt(&entry) {
+            let started = Instant::now();
+            let outcome = self.attempt(&entry);
+            let took = started.elapsed();
+            match outcome {
                 Ok(r) if http::verdict(r.status) == Verdict::Delivered => {
                     self.forget(entry.seq);
-                    self.shared
-                        .counters
-                        .delivered
-                        .fetch_add(1, Ordering::Relaxed);
+                    let c = &self.shared.counters;
+                    c.delivered.fetch_add(1, Ordering::Relaxed);
+                    c.record_latency(took);
                     self.backoff.reset();
                     last_warning = None;
                     if let Some(since) = failing_since.take() {
@@ -395,6 +415,7 @@ impl Sender {
                 }
                 Ok(r) if http::verdict(r.status) == Verdict::Permanent => {
                     self.forget(entry.seq);
+                    self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                     let total = self
                         .shared
                         .counters
@@ -405,6 +426,7 @@ impl Sender {
                 }
                 outcome => {
                     self.shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                     let retry_after = outcome.as_ref().ok().and_then(|r| r.retry_after);
                     let why = match &outcome {
                         Ok(r) => format!("HTTP {} {}", r.status, r.snippet.trim()),

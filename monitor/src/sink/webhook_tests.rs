@@ -299,6 +299,10 @@ fn a_refused_alert_is_dropped_and_the_rest_still_go_in_order() {
         (stats.retried, stats.dropped_permanent, stats.spooled_now),
         (1, 1, 0)
     );
+    // The 503 and the 400 failed; only the two 2xx answers are timed.
+    assert_eq!(stats.failed, 2);
+    assert_eq!(stats.latency.count(), 2);
+    assert!(stats.latency.sum_micros > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
