@@ -338,6 +338,10 @@ impl Daemon {
         signal(&self.child, libc::SIGHUP);
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the daemon is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
