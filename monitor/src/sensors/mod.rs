@@ -127,6 +127,62 @@ pub struct Sensors {
     counters: PerCpuArray<MapData, u64>,
     /// Files with a `Py_RunMain` uprobe, by identity.
     runmain_probed: std::collections::HashSet<FileKey>,
+    /// The `Py_RunMain` uprobes, one per interpreter file, detached in parallel on drop.
+    runmain_links: Vec<aya::programs::uprobe::UProbeLinkId>,
+}
+
+impl Drop for Sensors {
+    /// Detaches every program at once. Each detach waits for an RCU grace period (tens of
+    /// milliseconds on a small VM); one after the other, the two dozen programs took
+    /// seconds, which a restart adds to the time nothing enforces. In parallel the grace
+    /// periods overlap. The network programs go last, so enforcement is the last to end.
+    fn drop(&mut self) {
+        use aya::programs::Program;
+        fn unload(p: &mut Program) {
+            let result = match p {
+                Program::TracePoint(p) => p.unload(),
+                Program::BtfTracePoint(p) => p.unload(),
+                Program::UProbe(p) => p.unload(),
+                Program::CgroupSockAddr(p) => p.unload(),
+                Program::CgroupSkb(p) => p.unload(),
+                // Whatever else there is goes when the object is dropped.
+                _ => Ok(()),
+            };
+            if let Err(e) = result
+                && !matches!(e, ProgramError::NotLoaded)
+            {
+                tracing::debug!(error = %e, "detaching a program");
+            }
+        }
+        // One uprobe per interpreter file: each detach waits on its own, so they are
+        // taken out of the program and dropped in parallel too.
+        let uprobes: Vec<_> =
+            match tracepoint::program::<UProbe>(&mut self.ebpf, "startup_py_runmain") {
+                Ok(p) => self
+                    .runmain_links
+                    .drain(..)
+                    .filter_map(|id| p.take_link(id).ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+        let (network, sensors): (Vec<_>, Vec<_>) = self
+            .ebpf
+            .programs_mut()
+            .partition(|(_, p)| matches!(p, Program::CgroupSockAddr(_) | Program::CgroupSkb(_)));
+        std::thread::scope(|s| {
+            for link in uprobes {
+                s.spawn(move || drop(link));
+            }
+            for (_, p) in sensors {
+                s.spawn(move || unload(p));
+            }
+        });
+        std::thread::scope(|s| {
+            for (_, p) in network {
+                s.spawn(move || unload(p));
+            }
+        });
+    }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, SensorError> {
@@ -165,6 +221,7 @@ impl Sensors {
             counters: typed_map!(&mut ebpf, map_names::COUNTERS),
             ebpf,
             runmain_probed: std::collections::HashSet::new(),
+            runmain_links: Vec::new(),
         };
         sensors.set_config(KernelConfig {
             mode: opts.mode,
@@ -342,10 +399,11 @@ impl Sensors {
             error: result.as_ref().err().map(ToString::to_string),
             required: false,
         });
-        result.map_err(|source| SensorError::Program {
+        let link = result.map_err(|source| SensorError::Program {
             name: "startup_py_runmain",
             source,
         })?;
+        self.runmain_links.push(link);
         self.runmain_probed.insert(key);
         Ok(true)
     }
