@@ -4,6 +4,7 @@
 //! - `build`: release build of the daemon (eBPF included).
 //! - `test`: release build, unit tests, then the root-only integration tests.
 //! - `run`: release build, then exec `pthwatch` with the given arguments.
+//! - `package`: a Debian package of the release build.
 //! - `bench`: pthwatch's overhead against no monitor, auditd and bpftrace (root).
 //! - `vm-test`: the integration tests on other kernels (Debian 6.1, 6.12) under QEMU.
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod bench;
 mod build;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +38,9 @@ enum Command {
     Test(test::Args),
     /// Build the release binary and exec it with the arguments after `--`.
     Run(run::Args),
+    /// A Debian package (`.deb`) of the release build: binary, systemd unit, default
+    /// configuration; prints its path.
+    Package(package::Args),
     /// Measure pthwatch's overhead against no monitor, auditd and bpftrace (root); the
     /// machine is restored afterwards.
     Bench(bench::Args),
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(&args).map(|_| ()),
         Command::Test(args) => test::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Package(args) => package::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::SupplyChain(command) => audit::run(&command),
         Command::VmTest(args) => vm::run(&args),
