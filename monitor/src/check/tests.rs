@@ -12,6 +12,8 @@ fn capable() -> Vec<Check> {
         "program.tracepoint",
         "program.cgroup_sock_addr",
         "program.cgroup_skb",
+        "program.own_sock_addr",
+        "program.own_egress",
         "helper.send_signal",
         "helper.get_socket_cookie",
         "map.ringbuf",

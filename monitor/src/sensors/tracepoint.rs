@@ -7,7 +7,7 @@ use aya::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint,
     },
 };
-use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
+use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names, mode};
 
 use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
 
@@ -45,12 +45,19 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
 /// `cgroup_sock_addr` programs at the cgroup v2 root: the in-kernel network decision.
 /// Attached as BPF links (kernel 5.7+), which coexist with other programs whatever the
 /// attach mode says; `Single` is what link creation accepts (flags 0).
-const SOCK_ADDR: &[&str] = &[
+pub(crate) const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "net_cg_connect4",
     "net_cg_connect6",
     "net_cg_sendmsg4",
     "net_cg_sendmsg6",
 ];
+
+/// The `cgroup_skb` egress program: drops packets of sockets a tainted lineage holds.
+pub(crate) const EGRESS_PROGRAM: &str = "net_cg_egress";
+
+/// Without these, nothing denies a connect in the kernel: a run that is to block or kill
+/// refuses to start rather than pretend.
+const CONNECT_PROGRAMS: &[&str] = &["net_cg_connect4", "net_cg_connect6"];
 
 /// Loads the kernel object with offsets for this kernel, attaches every program of the
 /// tracepoint backend, and records what attached.
@@ -91,20 +98,50 @@ pub fn load_tracepoint_backend(
         path: cgroup_root.to_owned(),
         source,
     })?;
-    for &name in SOCK_ADDR {
-        let result = attach_sock_addr(&mut ebpf, name, &cgroup);
+    let enforcing = opts.mode >= mode::BLOCK
+        || opts.unknown_hook_mode >= mode::BLOCK
+        || opts.respawn_mode >= mode::BLOCK;
+    for &name in SOCK_ADDR_PROGRAMS {
+        let required = enforcing && CONNECT_PROGRAMS.contains(&name);
+        let result = attach_sock_addr(&mut ebpf, name, &cgroup).map_err(|e| {
+            if required {
+                SensorError::Enforcement {
+                    program: name,
+                    detail: short(&e),
+                }
+            } else {
+                e
+            }
+        });
+        if enforcing
+            && !required
+            && let Err(e) = &result
+        {
+            tracing::error!(
+                program = name,
+                error = %short(e),
+                "DEGRADED: UDP sends without connect are reported but not denied in the kernel; connects still are",
+            );
+        }
         record(
             &mut attachments,
             name,
             cgroup_root.display().to_string(),
-            false,
+            required,
             result,
         )?;
     }
     let result = attach_egress(&mut ebpf, &cgroup);
+    if enforcing && let Err(e) = &result {
+        tracing::error!(
+            program = EGRESS_PROGRAM,
+            error = %short(e),
+            "DEGRADED: packets on sockets a hook opened before it read credentials are not dropped; new connects and sendmsg are still denied in the kernel, and kill mode still kills (`pthwatch check` reports this as program.own_egress)",
+        );
+    }
     record(
         &mut attachments,
-        "net_cg_egress",
+        EGRESS_PROGRAM,
         cgroup_root.display().to_string(),
         false,
         result,
@@ -200,8 +237,18 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
     Ok(())
 }
 
+/// A program error in one line (a rejected program: the verifier's reason, not its log).
+fn short(e: &SensorError) -> String {
+    match e {
+        SensorError::Program { name, source } => {
+            format!("{name}: {}", crate::check::short_error(source))
+        }
+        other => other.to_string(),
+    }
+}
+
 fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
-    let name = "net_cg_egress";
+    let name = EGRESS_PROGRAM;
     let err = |source| SensorError::Program { name, source };
     let program: &mut CgroupSkb = program(ebpf, name)?;
     program.load().map_err(err)?;
