@@ -21,7 +21,7 @@ use monitor_common::{
 use serde::Serialize;
 
 pub use self::tracepoint::load_tracepoint_backend;
-pub(crate) use self::tracepoint::{EGRESS_PROGRAM, SOCK_ADDR_PROGRAMS};
+pub(crate) use self::tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS};
 
 /// The object built by `build.rs` from `monitor-ebpf`.
 pub(crate) static EBPF_OBJECT: &[u8] =

@@ -18,26 +18,46 @@ const SCHED: &[(&str, &str)] = &[
     ("process_exit", "sched_process_exit"),
 ];
 
-/// Syscall and io_uring tracepoints: (program, category, event, required).
-const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
-    ("open_exit_openat", "syscalls", "sys_exit_openat", true),
-    ("open_exit_open", "syscalls", "sys_exit_open", false),
-    ("open_exit_openat2", "syscalls", "sys_exit_openat2", false),
-    ("open_exit_creat", "syscalls", "sys_exit_creat", false),
-    ("net_enter_connect", "syscalls", "sys_enter_connect", true),
-    ("net_enter_sendto", "syscalls", "sys_enter_sendto", false),
-    ("net_enter_sendmsg", "syscalls", "sys_enter_sendmsg", false),
+/// `io_uring:io_uring_submit_req`, called `io_uring_submit_sqe` before Linux 6.2 (same
+/// record layout for what pthwatch reads).
+pub(crate) const IOURING_SUBMIT_EVENTS: &[&str] = &["io_uring_submit_req", "io_uring_submit_sqe"];
+
+/// Syscall and io_uring tracepoints: (program, category, events, required). The program
+/// attaches to the first of `events` this kernel has.
+const TRACEPOINTS: &[(&str, &str, &[&str], bool)] = &[
+    ("open_exit_openat", "syscalls", &["sys_exit_openat"], true),
+    ("open_exit_open", "syscalls", &["sys_exit_open"], false),
+    (
+        "open_exit_openat2",
+        "syscalls",
+        &["sys_exit_openat2"],
+        false,
+    ),
+    ("open_exit_creat", "syscalls", &["sys_exit_creat"], false),
+    (
+        "net_enter_connect",
+        "syscalls",
+        &["sys_enter_connect"],
+        true,
+    ),
+    ("net_enter_sendto", "syscalls", &["sys_enter_sendto"], false),
+    (
+        "net_enter_sendmsg",
+        "syscalls",
+        &["sys_enter_sendmsg"],
+        false,
+    ),
     (
         "net_enter_sendmmsg",
         "syscalls",
-        "sys_enter_sendmmsg",
+        &["sys_enter_sendmmsg"],
         false,
     ),
-    ("iouring_create", "io_uring", "io_uring_create", false),
+    ("iouring_create", "io_uring", &["io_uring_create"], false),
     (
         "iouring_submit_req",
         "io_uring",
-        "io_uring_submit_req",
+        IOURING_SUBMIT_EVENTS,
         false,
     ),
 ];
@@ -83,7 +103,8 @@ pub fn load_tracepoint_backend(
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
         record(&mut attachments, name, tp.to_owned(), true, result)?;
     }
-    for &(name, category, event, required) in TRACEPOINTS {
+    for &(name, category, events, required) in TRACEPOINTS {
+        let event = first_event(tracefs, category, events);
         let result = check_format(tracefs, category, event)
             .and_then(|()| attach_tracepoint(&mut ebpf, name, category, event));
         record(
@@ -262,11 +283,20 @@ fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
     Ok(())
 }
 
+/// The first of `events` this kernel has (the first one when it has none, for the error).
+fn first_event<'a>(tracefs: &Path, category: &str, events: &[&'a str]) -> &'a str {
+    events
+        .iter()
+        .copied()
+        .find(|e| tracefs.join("events").join(category).join(e).exists())
+        .unwrap_or(events[0])
+}
+
 /// The programs read tracepoint records at fixed offsets; refuse to attach where this
 /// kernel's record layout differs.
 fn check_format(tracefs: &Path, category: &str, event: &str) -> Result<(), SensorError> {
     let expected: &[(&str, usize)] = match (category, event) {
-        ("io_uring", "io_uring_submit_req") => &[("opcode", 32)],
+        ("io_uring", "io_uring_submit_req" | "io_uring_submit_sqe") => &[("opcode", 32)],
         ("io_uring", "io_uring_create") => &[("fd", 8)],
         ("syscalls", e) if e.starts_with("sys_exit_") => &[("ret", 16)],
         _ => &[],
