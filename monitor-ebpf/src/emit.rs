@@ -1,17 +1,26 @@
 //! Building and sending events.
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::bpf_ktime_get_boot_ns,
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{bpf_get_socket_uid, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
+    },
 };
 use monitor_common::{EventHeader, EventKind, ExecEvent, ProcState, counter, lineage_flags, mode};
 
 use crate::{
+    kernel::opaque,
     maps::{EVENTS, SCRATCH, config, count},
     state::mark_lineage,
 };
 
-/// Size of the per-CPU scratch area: the largest event.
+/// The largest event built in the scratch area.
 pub const SCRATCH_LEN: usize = core::mem::size_of::<ExecEvent>();
+
+/// Size of the per-CPU scratch area: the largest event rounded up to a power of two, so
+/// a length masked with `SCRATCH_CAP - 1` stays inside it. A mask is the bound every
+/// verifier tracks (6.1's loses some compare-and-clamp forms after LLVM rewrites them).
+pub const SCRATCH_CAP: usize = SCRATCH_LEN.next_power_of_two();
 
 /// Header for an event about the current thread.
 #[inline(always)]
@@ -29,6 +38,29 @@ pub fn header(kind: EventKind, st: &ProcState, lineage: u64) -> EventHeader {
         start_ns: st.start_ns,
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         lineage,
+    }
+}
+
+/// Header for an event about a packet (`cgroup_skb`). Such a program may run outside
+/// the sending task (softirq), and older kernels (6.1, 6.12) refuse it the current-task
+/// helpers (`bpf_get_current_pid_tgid`, `_uid_gid`, `_cgroup_id`): the uid and cgroup
+/// are the socket's, the pid is unknown (0) and the tgid is the one the caller names.
+#[inline(always)]
+pub fn packet_header(kind: EventKind, skb: *mut __sk_buff, lineage: u64, tgid: u32) -> EventHeader {
+    // SAFETY: helper calls on the program's own `__sk_buff` context.
+    unsafe {
+        EventHeader {
+            kind: kind as u32,
+            flags: 0,
+            ts_ns: bpf_ktime_get_boot_ns(),
+            pid: 0,
+            tgid,
+            ppid: 0,
+            uid: bpf_get_socket_uid(skb),
+            start_ns: 0,
+            cgroup_id: bpf_skb_cgroup_id(skb),
+            lineage,
+        }
     }
 }
 
@@ -64,11 +96,14 @@ pub fn scratch() -> Option<*mut u8> {
     SCRATCH.get_ptr_mut(0).map(|p| p.cast::<u8>())
 }
 
-/// Sends the first `len` bytes of the scratch area.
+/// Sends the first `len` bytes (at most `SCRATCH_LEN`) of the scratch area.
 #[inline(always)]
 pub fn send_scratch(buf: *mut u8, len: usize) {
     let len = if len > SCRATCH_LEN { SCRATCH_LEN } else { len };
-    // SAFETY: `buf` is the SCRATCH value, SCRATCH_LEN bytes long, and len is bounded by it.
+    // The clamp above is logic; this mask is the bound the verifier sees. `opaque` keeps
+    // LLVM from proving the mask redundant and dropping it.
+    let len = opaque(len) & (SCRATCH_CAP - 1);
+    // SAFETY: `buf` is the SCRATCH value, SCRATCH_CAP bytes long, and len < SCRATCH_CAP.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast_const(), len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         // SAFETY: large events are built in place with their header first.

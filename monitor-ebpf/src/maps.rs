@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use monitor_common::{FileKey, HookInfo, KernelConfig, LineageState, NameKey, ProcState, counter};
 
-use crate::{emit::SCRATCH_LEN, kernel::Walk, probes::open::NameScan};
+use crate::{emit::SCRATCH_CAP, kernel::Walk, probes::open::NameScan};
 
 /// Events for userspace. Sized by the loader (default 8 MiB).
 #[map(name = "EVENTS")]
@@ -56,7 +56,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 
 /// Per-CPU space to build variable-sized events in (too large for the BPF stack).
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<[u8; SCRATCH_CAP]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count(slot: u32) {

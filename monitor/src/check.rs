@@ -6,6 +6,7 @@
 //! version numbers or kernel config files. Missing filesystems are looked at in a private
 //! mount namespace, so the check leaves the host as it found it.
 pub mod mounts;
+mod own;
 mod perf;
 mod probes;
 mod syscalls;
@@ -14,6 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub(crate) use self::own::short_error;
 use self::probes::Checks;
 use crate::sensors::Backend;
 
@@ -76,6 +78,7 @@ pub fn probe() -> CapabilityReport {
     probes::privileges(&mut c);
     let btf = probes::kernel_btf(&mut c);
     probes::programs(&mut c);
+    own::network_programs(&mut c);
     if let Some(btf) = &btf {
         probes::btf_hooks(&mut c, btf);
     }
@@ -169,21 +172,27 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
             ));
         }
     }
-    for id in ["program.cgroup_sock_addr", "privileges.net_admin"] {
-        if !ok(id) {
-            degraded.push(format!(
-                "network attempts are reported but cannot be denied in the kernel. {}",
-                cause(id)
-            ));
-        }
+    // One line per lost capability: its first cause.
+    let first_missing = |ids: &[&'static str]| ids.iter().copied().find(|id| !ok(id));
+    if let Some(id) = first_missing(&[
+        "privileges.net_admin",
+        "program.cgroup_sock_addr",
+        "program.own_sock_addr",
+    ]) {
+        degraded.push(format!(
+            "network attempts are reported but cannot be denied in the kernel. {}",
+            cause(id)
+        ));
     }
-    for id in ["program.cgroup_skb", "helper.get_socket_cookie"] {
-        if !ok(id) {
-            degraded.push(format!(
-                "packets of sockets a hook used cannot be dropped at egress. {}",
-                cause(id)
-            ));
-        }
+    if let Some(id) = first_missing(&[
+        "program.cgroup_skb",
+        "helper.get_socket_cookie",
+        "program.own_egress",
+    ]) {
+        degraded.push(format!(
+            "packets of sockets a hook used cannot be dropped at egress. {}",
+            cause(id)
+        ));
     }
     if !ok("helper.send_signal") {
         degraded.push(format!(

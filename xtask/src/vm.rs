@@ -67,7 +67,7 @@ pub struct Args {
     #[arg(long, value_name = "SUBSTRING")]
     filter: Option<String>,
     /// Time limit for each kernel (boot, tests, power-off), in minutes.
-    #[arg(long, value_name = "MINUTES", default_value_t = 20)]
+    #[arg(long, value_name = "MINUTES", default_value_t = 30)]
     timeout: u64,
     /// How the guest CPU runs: `kvm`, `tcg` (software emulation), or `auto` (KVM when
     /// /dev/kvm can boot Debian's kernels, else tcg with a warning).

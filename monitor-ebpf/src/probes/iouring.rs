@@ -57,7 +57,8 @@ pub fn iouring_create(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `io_uring:io_uring_submit_req(ctx, req, user_data, u8 opcode, ...)`.
+/// `io_uring:io_uring_submit_req(ctx, req, user_data, u8 opcode, ...)` (`io_uring_submit_sqe`
+/// before Linux 6.2, same layout up to `opcode`).
 #[tracepoint]
 pub fn iouring_submit_req(ctx: TracePointContext) -> u32 {
     // SAFETY: `opcode` is at offset 32 of the record (checked against the tracepoint's

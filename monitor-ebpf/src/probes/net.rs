@@ -13,7 +13,7 @@ use monitor_common::{
 };
 
 use crate::{
-    emit::{header, send},
+    emit::{header, packet_header, send},
     kernel::offsets,
     maps::{LINEAGES, SOCKETS, config, count},
     state::{
@@ -343,25 +343,17 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
     if flags & lineage_flags::BLOCKED == 0 {
         // Report the first drop of the lineage; later drops are only counted.
         unsafe { (*l).flags |= lineage_flags::BLOCKED };
-        let st = ProcState {
-            flags: 0,
-            hook_tid: 0,
-            lineage,
-            start_ns: 0,
-            budget: 0,
-            ppid: 0,
-        };
-        let mut ev = NetEvent {
-            header: header(EventKind::Net, &st, lineage),
+        // Egress may run outside the owning task's context: the pid is not meaningful,
+        // the lineage's root process stands for it.
+        let root_tgid = unsafe { (*l).root_tgid };
+        let ev = NetEvent {
+            header: packet_header(EventKind::Net, ctx.skb.skb, lineage, root_tgid),
             cookie,
             source: net_source::CG_EGRESS,
             verdict: verdict::DENIED,
             fd: -1,
             ..NetEvent::default()
         };
-        // Egress may run outside the owning task's context: the pid is not meaningful.
-        ev.header.pid = 0;
-        ev.header.tgid = unsafe { (*l).root_tgid };
         send(&ev);
     }
     0

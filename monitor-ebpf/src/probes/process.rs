@@ -1,7 +1,7 @@
 //! Process lifecycle from the scheduler tracepoints: who becomes tracked, lineage
 //! inheritance at fork, cleanup at exit.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_probe_read_user_buf},
+    helpers::{bpf_get_current_comm, bpf_get_current_task, generated::bpf_probe_read_user},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -11,7 +11,7 @@ use monitor_common::{
 
 use crate::{
     emit::{header, scratch, send, send_scratch},
-    kernel::{Kptr, file_facts, file_path, offsets, read, read_ptr, task_start_ns},
+    kernel::{Kptr, file_facts, file_path, offsets, opaque, read, read_ptr, task_start_ns},
     maps::{INTERPRETERS, PROCS, THREADS, config, count},
     state::{acting_lineage, current_ids, enforce_kill, proc_mut},
 };
@@ -153,7 +153,7 @@ fn emit_exec(st: &ProcState, ino: u64, dev: u32, exe: Kptr, comm: &[u8; 16]) -> 
     let Some(buf) = scratch() else { return Ok(()) };
     let ev = buf.cast::<ExecEvent>();
     let o = offsets();
-    // SAFETY: the scratch area is SCRATCH_LEN = size_of::<ExecEvent>() bytes, per CPU.
+    // SAFETY: the scratch area holds an ExecEvent (SCRATCH_CAP >= its size), per CPU.
     unsafe {
         (*ev).header = header(EventKind::Exec, st, st.lineage);
         (*ev).exe_ino = ino;
@@ -167,8 +167,11 @@ fn emit_exec(st: &ProcState, ino: u64, dev: u32, exe: Kptr, comm: &[u8; 16]) -> 
             if end > start {
                 let len = (end - start) as usize;
                 let len = if len > ARGV_LEN { ARGV_LEN } else { len };
-                let dst = &mut (*ev).argv;
-                if bpf_probe_read_user_buf(start as *const u8, &mut dst[..len]).is_ok() {
+                // In [1, ARGV_LEN] by a mask the verifier tracks (ARGV_LEN is a power of
+                // two); `opaque` keeps LLVM from dropping it as redundant.
+                let len = (opaque(len - 1) & (ARGV_LEN - 1)) + 1;
+                let dst = (&raw mut (*ev).argv).cast::<u8>();
+                if bpf_probe_read_user(dst.cast(), len as u32, (start as *const u8).cast()) == 0 {
                     (*ev).argv_len = len as u32;
                 }
             }

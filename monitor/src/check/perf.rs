@@ -8,6 +8,7 @@ use super::{
     probes::Checks,
     syscalls,
 };
+use crate::sensors::IOURING_SUBMIT_EVENTS;
 
 /// The syscall tracepoints the tracepoint backend cannot do without.
 const REQUIRED_SYSCALLS: [&str; 2] = ["sys_exit_openat", "sys_enter_connect"];
@@ -69,15 +70,18 @@ pub(super) fn perf_hooks(c: &mut Checks) {
             missing.is_empty(),
             detail,
         );
-        let io_uring = ["io_uring_create", "io_uring_submit_req"];
-        let absent: Vec<&str> = io_uring
-            .into_iter()
-            .filter(|e| !tracefs.join("events/io_uring").join(e).exists())
-            .collect();
-        let detail = if absent.is_empty() {
-            "io_uring_create, io_uring_submit_req".to_owned()
-        } else {
-            format!("missing {}", absent.join(", "))
+        let has = |e: &str| tracefs.join("events/io_uring").join(e).exists();
+        let submit = IOURING_SUBMIT_EVENTS.iter().copied().find(|e| has(e));
+        let mut absent = Vec::new();
+        if !has("io_uring_create") {
+            absent.push("io_uring_create");
+        }
+        if submit.is_none() {
+            absent.push(IOURING_SUBMIT_EVENTS[0]);
+        }
+        let detail = match submit {
+            Some(submit) if absent.is_empty() => format!("io_uring_create, {submit}"),
+            _ => format!("missing {}", absent.join(", ")),
         };
         c.yes_no(
             "hook.io_uring",

@@ -12,6 +12,8 @@ fn capable() -> Vec<Check> {
         "program.tracepoint",
         "program.cgroup_sock_addr",
         "program.cgroup_skb",
+        "program.own_sock_addr",
+        "program.own_egress",
         "helper.send_signal",
         "helper.get_socket_cookie",
         "map.ringbuf",
@@ -121,6 +123,40 @@ fn missing_pieces_are_degraded_or_blocking() {
     let (backend, _, cannot) = verdict(&no_sensors);
     assert_eq!(backend, None);
     assert!(cannot[0].starts_with("file opens and connects cannot be seen"));
+}
+
+#[test]
+fn a_rejected_egress_program_is_one_degradation_naming_the_verifier() {
+    let checks = with(
+        capable(),
+        "program.own_egress",
+        Status::No,
+        "net_cg_egress: rejected: unknown func bpf_get_current_uid_gid#15",
+    );
+    let (backend, degraded, cannot) = verdict(&checks);
+    assert_eq!(backend, Some(Backend::Lsm));
+    assert!(cannot.is_empty(), "{cannot:?}");
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
+    assert!(
+        degraded[0].starts_with("packets of sockets a hook used cannot be dropped at egress.")
+            && degraded[0].ends_with("unknown func bpf_get_current_uid_gid#15"),
+        "{degraded:?}"
+    );
+    // Several causes of one loss: the first is named, once.
+    let checks = with(checks, "program.cgroup_skb", Status::No, "not supported");
+    let (_, degraded, _) = verdict(&checks);
+    assert_eq!(degraded.len(), 1, "{degraded:?}");
+    assert!(degraded[0].ends_with("program.cgroup_skb: not supported"));
+}
+
+#[test]
+fn the_verifier_reason_is_its_last_complaint() {
+    let log = "0: R1=ctx() R10=fp0\n; let len = ...\n12: (85) call bpf_ringbuf_output#130\nR3 unbounded memory access, use 'var &= const' or 'if (var < const)'\nprocessed 120 insns (limit 1000000) max_states_per_insn 0\n\n";
+    assert_eq!(
+        own::verifier_reason(log),
+        Some("R3 unbounded memory access, use 'var &= const' or 'if (var < const)'")
+    );
+    assert_eq!(own::verifier_reason("\n"), None);
 }
 
 fn report(checks: Vec<Check>) -> CapabilityReport {

@@ -21,6 +21,7 @@ use monitor_common::{
 use serde::Serialize;
 
 pub use self::tracepoint::load_tracepoint_backend;
+pub(crate) use self::tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS};
 
 /// The object built by `build.rs` from `monitor-ebpf`.
 pub(crate) static EBPF_OBJECT: &[u8] =
@@ -41,6 +42,13 @@ pub enum SensorError {
         name: &'static str,
         #[source]
         source: ProgramError,
+    },
+    #[error(
+        "blocking needs {program} to deny connects in the kernel, and this kernel did not take it ({detail}); run in alert mode, or see `pthwatch check`"
+    )]
+    Enforcement {
+        program: &'static str,
+        detail: String,
     },
     #[error("program {0} is missing from the kernel object")]
     MissingProgram(&'static str),

@@ -7,7 +7,7 @@ use aya::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint,
     },
 };
-use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
+use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names, mode};
 
 use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
 
@@ -18,26 +18,46 @@ const SCHED: &[(&str, &str)] = &[
     ("process_exit", "sched_process_exit"),
 ];
 
-/// Syscall and io_uring tracepoints: (program, category, event, required).
-const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
-    ("open_exit_openat", "syscalls", "sys_exit_openat", true),
-    ("open_exit_open", "syscalls", "sys_exit_open", false),
-    ("open_exit_openat2", "syscalls", "sys_exit_openat2", false),
-    ("open_exit_creat", "syscalls", "sys_exit_creat", false),
-    ("net_enter_connect", "syscalls", "sys_enter_connect", true),
-    ("net_enter_sendto", "syscalls", "sys_enter_sendto", false),
-    ("net_enter_sendmsg", "syscalls", "sys_enter_sendmsg", false),
+/// `io_uring:io_uring_submit_req`, called `io_uring_submit_sqe` before Linux 6.2 (same
+/// record layout for what pthwatch reads).
+pub(crate) const IOURING_SUBMIT_EVENTS: &[&str] = &["io_uring_submit_req", "io_uring_submit_sqe"];
+
+/// Syscall and io_uring tracepoints: (program, category, events, required). The program
+/// attaches to the first of `events` this kernel has.
+const TRACEPOINTS: &[(&str, &str, &[&str], bool)] = &[
+    ("open_exit_openat", "syscalls", &["sys_exit_openat"], true),
+    ("open_exit_open", "syscalls", &["sys_exit_open"], false),
+    (
+        "open_exit_openat2",
+        "syscalls",
+        &["sys_exit_openat2"],
+        false,
+    ),
+    ("open_exit_creat", "syscalls", &["sys_exit_creat"], false),
+    (
+        "net_enter_connect",
+        "syscalls",
+        &["sys_enter_connect"],
+        true,
+    ),
+    ("net_enter_sendto", "syscalls", &["sys_enter_sendto"], false),
+    (
+        "net_enter_sendmsg",
+        "syscalls",
+        &["sys_enter_sendmsg"],
+        false,
+    ),
     (
         "net_enter_sendmmsg",
         "syscalls",
-        "sys_enter_sendmmsg",
+        &["sys_enter_sendmmsg"],
         false,
     ),
-    ("iouring_create", "io_uring", "io_uring_create", false),
+    ("iouring_create", "io_uring", &["io_uring_create"], false),
     (
         "iouring_submit_req",
         "io_uring",
-        "io_uring_submit_req",
+        IOURING_SUBMIT_EVENTS,
         false,
     ),
 ];
@@ -45,12 +65,19 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
 /// `cgroup_sock_addr` programs at the cgroup v2 root: the in-kernel network decision.
 /// Attached as BPF links (kernel 5.7+), which coexist with other programs whatever the
 /// attach mode says; `Single` is what link creation accepts (flags 0).
-const SOCK_ADDR: &[&str] = &[
+pub(crate) const SOCK_ADDR_PROGRAMS: &[&str] = &[
     "net_cg_connect4",
     "net_cg_connect6",
     "net_cg_sendmsg4",
     "net_cg_sendmsg6",
 ];
+
+/// The `cgroup_skb` egress program: drops packets of sockets a tainted lineage holds.
+pub(crate) const EGRESS_PROGRAM: &str = "net_cg_egress";
+
+/// Without these, nothing denies a connect in the kernel: a run that is to block or kill
+/// refuses to start rather than pretend.
+const CONNECT_PROGRAMS: &[&str] = &["net_cg_connect4", "net_cg_connect6"];
 
 /// Loads the kernel object with offsets for this kernel, attaches every program of the
 /// tracepoint backend, and records what attached.
@@ -76,7 +103,8 @@ pub fn load_tracepoint_backend(
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
         record(&mut attachments, name, tp.to_owned(), true, result)?;
     }
-    for &(name, category, event, required) in TRACEPOINTS {
+    for &(name, category, events, required) in TRACEPOINTS {
+        let event = first_event(tracefs, category, events);
         let result = check_format(tracefs, category, event)
             .and_then(|()| attach_tracepoint(&mut ebpf, name, category, event));
         record(
@@ -91,20 +119,50 @@ pub fn load_tracepoint_backend(
         path: cgroup_root.to_owned(),
         source,
     })?;
-    for &name in SOCK_ADDR {
-        let result = attach_sock_addr(&mut ebpf, name, &cgroup);
+    let enforcing = opts.mode >= mode::BLOCK
+        || opts.unknown_hook_mode >= mode::BLOCK
+        || opts.respawn_mode >= mode::BLOCK;
+    for &name in SOCK_ADDR_PROGRAMS {
+        let required = enforcing && CONNECT_PROGRAMS.contains(&name);
+        let result = attach_sock_addr(&mut ebpf, name, &cgroup).map_err(|e| {
+            if required {
+                SensorError::Enforcement {
+                    program: name,
+                    detail: short(&e),
+                }
+            } else {
+                e
+            }
+        });
+        if enforcing
+            && !required
+            && let Err(e) = &result
+        {
+            tracing::error!(
+                program = name,
+                error = %short(e),
+                "DEGRADED: UDP sends without connect are reported but not denied in the kernel; connects still are",
+            );
+        }
         record(
             &mut attachments,
             name,
             cgroup_root.display().to_string(),
-            false,
+            required,
             result,
         )?;
     }
     let result = attach_egress(&mut ebpf, &cgroup);
+    if enforcing && let Err(e) = &result {
+        tracing::error!(
+            program = EGRESS_PROGRAM,
+            error = %short(e),
+            "DEGRADED: packets on sockets a hook opened before it read credentials are not dropped; new connects and sendmsg are still denied in the kernel, and kill mode still kills (`pthwatch check` reports this as program.own_egress)",
+        );
+    }
     record(
         &mut attachments,
-        "net_cg_egress",
+        EGRESS_PROGRAM,
         cgroup_root.display().to_string(),
         false,
         result,
@@ -200,8 +258,18 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
     Ok(())
 }
 
+/// A program error in one line (a rejected program: the verifier's reason, not its log).
+fn short(e: &SensorError) -> String {
+    match e {
+        SensorError::Program { name, source } => {
+            format!("{name}: {}", crate::check::short_error(source))
+        }
+        other => other.to_string(),
+    }
+}
+
 fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
-    let name = "net_cg_egress";
+    let name = EGRESS_PROGRAM;
     let err = |source| SensorError::Program { name, source };
     let program: &mut CgroupSkb = program(ebpf, name)?;
     program.load().map_err(err)?;
@@ -215,11 +283,20 @@ fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
     Ok(())
 }
 
+/// The first of `events` this kernel has (the first one when it has none, for the error).
+fn first_event<'a>(tracefs: &Path, category: &str, events: &[&'a str]) -> &'a str {
+    events
+        .iter()
+        .copied()
+        .find(|e| tracefs.join("events").join(category).join(e).exists())
+        .unwrap_or(events[0])
+}
+
 /// The programs read tracepoint records at fixed offsets; refuse to attach where this
 /// kernel's record layout differs.
 fn check_format(tracefs: &Path, category: &str, event: &str) -> Result<(), SensorError> {
     let expected: &[(&str, usize)] = match (category, event) {
-        ("io_uring", "io_uring_submit_req") => &[("opcode", 32)],
+        ("io_uring", "io_uring_submit_req" | "io_uring_submit_sqe") => &[("opcode", 32)],
         ("io_uring", "io_uring_create") => &[("fd", 8)],
         ("syscalls", e) if e.starts_with("sys_exit_") => &[("ret", 16)],
         _ => &[],

@@ -1,0 +1,124 @@
+//! pthwatch's own in-kernel network decision programs, loaded (never attached) from the
+//! object this binary embeds. A kernel can offer the program type and each helper a
+//! generic probe asks about and still refuse one of pthwatch's programs (a helper that
+//! program type may not call on that kernel, a verifier limit); what the daemon would
+//! lose then shows here before it runs.
+use aya::{
+    EbpfLoader,
+    programs::{CgroupSkb, CgroupSockAddr, ProgramError},
+};
+use monitor_common::maps as map_names;
+
+use super::{Status, probes::Checks};
+use crate::sensors::{EBPF_OBJECT, EGRESS_PROGRAM, SOCK_ADDR_PROGRAMS};
+
+/// The ring buffer's size for this probe: one page, nothing is sent.
+const PROBE_RINGBUF_BYTES: u32 = 4096;
+
+pub(super) fn network_programs(c: &mut Checks) {
+    const SOCK_ADDR: (&str, &str) = ("program.own_sock_addr", "pthwatch connect/sendmsg programs");
+    const EGRESS: (&str, &str) = ("program.own_egress", "pthwatch egress program");
+    if EBPF_OBJECT.is_empty() {
+        for (id, what) in [SOCK_ADDR, EGRESS] {
+            c.push(
+                id,
+                what,
+                Status::Error,
+                "this binary has no kernel programs (AYA_BUILD_SKIP)",
+            );
+        }
+        return;
+    }
+    let loaded = EbpfLoader::new()
+        .map_max_entries(map_names::EVENTS, PROBE_RINGBUF_BYTES)
+        .load(EBPF_OBJECT);
+    let mut ebpf = match loaded {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let status = refusal_status(e.to_string().contains("Operation not permitted"));
+            for (id, what) in [SOCK_ADDR, EGRESS] {
+                c.push(id, what, status, format!("creating the maps: {e}"));
+            }
+            return;
+        }
+    };
+    let mut failures = Vec::new();
+    for &name in SOCK_ADDR_PROGRAMS {
+        let result = match ebpf.program_mut(name) {
+            Some(p) => <&mut CgroupSockAddr>::try_from(p).and_then(|p| p.load()),
+            None => Err(ProgramError::UnexpectedProgramType),
+        };
+        if let Err(e) = result {
+            failures.push((name, e));
+        }
+    }
+    row(c, SOCK_ADDR, &failures);
+    let result = match ebpf.program_mut(EGRESS_PROGRAM) {
+        Some(p) => <&mut CgroupSkb>::try_from(p).and_then(|p| p.load()),
+        None => Err(ProgramError::UnexpectedProgramType),
+    };
+    let failures: Vec<_> = result
+        .err()
+        .map(|e| (EGRESS_PROGRAM, e))
+        .into_iter()
+        .collect();
+    row(c, EGRESS, &failures);
+}
+
+fn refusal_status(permission: bool) -> Status {
+    if permission {
+        Status::Refused
+    } else {
+        Status::No
+    }
+}
+
+fn row(
+    c: &mut Checks,
+    (id, what): (&'static str, &'static str),
+    failures: &[(&str, ProgramError)],
+) {
+    if failures.is_empty() {
+        c.push(id, what, Status::Yes, "load (not attached)");
+        return;
+    }
+    let permission = failures.iter().any(|(_, e)| match e {
+        ProgramError::LoadError { io_error, .. } => {
+            matches!(io_error.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+        }
+        _ => false,
+    });
+    let detail: Vec<String> = failures
+        .iter()
+        .map(|(name, e)| format!("{name}: {}", short_error(e)))
+        .collect();
+    c.push(id, what, refusal_status(permission), detail.join("; "));
+}
+
+/// A load error in one line: the errno and the verifier's reason, not its whole log.
+pub(crate) fn short_error(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            match verifier_reason(&log) {
+                Some(reason) => format!("rejected ({io_error}): {reason}"),
+                None => format!("rejected ({io_error})"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The verifier's complaint: the last line of its log that is not a statistic.
+pub(crate) fn verifier_reason(log: &str) -> Option<&str> {
+    log.lines().map(str::trim).rev().find(|l| {
+        !l.is_empty()
+            && !l.starts_with("processed ")
+            && !l.starts_with("verification time")
+            && !l.starts_with("stack depth")
+            && !l.starts_with("-- END PROG LOAD LOG --")
+    })
+}
