@@ -45,7 +45,7 @@ pub use self::{
 };
 
 /// Most bytes of a hook kept for classification; the whole file is hashed.
-pub const READ_CAP: u64 = 1024 * 1024;
+const READ_CAP: u64 = 1024 * 1024;
 /// Most bytes of one line kept for display; the real length is recorded.
 pub const LINE_KEEP: usize = 4096;
 
