@@ -34,6 +34,9 @@ mod sink;
 mod trace;
 mod watch;
 
+#[cfg(test)]
+mod fuzz_regressions;
+
 use std::process::ExitCode;
 
 use clap::Parser as _;
