@@ -46,7 +46,11 @@ const PACKAGES: &[(&str, bool, &str)] = &[
         true,
         "tests read the Kubernetes manifests (PyYAML)",
     ),
-    ("perl", true, "a non-interpreter stand-in (an indexer) in the tests"),
+    (
+        "perl",
+        true,
+        "a non-interpreter stand-in (an indexer) in the tests",
+    ),
     ("systemd", false, "systemd-analyze verify of the unit"),
     ("procps", true, "ps/pgrep for process-tree checks"),
     ("util-linux", true, "mount, unshare, setpriv"),
@@ -57,6 +61,7 @@ const PACKAGES: &[(&str, bool, &str)] = &[
         "linker for cargo builds (bpf-linker from source)",
     ),
     ("libc6-dev", true, "C runtime for linking"),
+    ("g++", true, "libFuzzer's C++ runtime (`cargo xtask fuzz`)"),
     (
         "bpftool",
         false,
