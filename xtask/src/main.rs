@@ -7,6 +7,7 @@
 //! - `package`: a Debian package of the release build.
 //! - `bench`: pthwatch's overhead against no monitor, auditd and bpftrace (root).
 //! - `vm-test`: the integration tests on other kernels (Debian 6.1, 6.12) under QEMU.
+//! - `fuzz`: the cargo-fuzz targets in `fuzz/`, each for a fixed time.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod bench;
 mod build;
+mod fuzz;
 mod package;
 mod run;
 mod setup;
@@ -50,6 +52,9 @@ enum Command {
     /// Run the integration tests on other kernels (Debian 6.1 without BPF LSM, 6.12 with
     /// it), each booted under QEMU/KVM, or on `host`.
     VmTest(vm::Args),
+    /// Run the fuzz targets in `fuzz/` (installs cargo-fuzz if missing; nightly);
+    /// non-zero on a crash, with the artifact's path.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::SupplyChain(command) => audit::run(&command),
         Command::VmTest(args) => vm::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

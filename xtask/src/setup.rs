@@ -61,6 +61,7 @@ const PACKAGES: &[(&str, bool, &str)] = &[
         "linker for cargo builds (bpf-linker from source)",
     ),
     ("libc6-dev", true, "C runtime for linking"),
+    ("g++", true, "libFuzzer's C++ runtime (`cargo xtask fuzz`)"),
     (
         "bpftool",
         false,

@@ -9,6 +9,8 @@
 //! - `$r…$`: the nspkg root, `sys._getframe(1).f_locals['sitedir']` or a plain string.
 //!
 //! Holes with the same label must hold the same text.
+use std::sync::LazyLock;
+
 use super::text::squash;
 
 /// Which distribution may legitimately ship a form.
@@ -173,16 +175,31 @@ pub(crate) fn match_line(line: &str) -> Option<Matched> {
         return None;
     }
     let text = trim_tail(&squash(line));
-    FORMS.iter().find_map(|form| {
-        form.templates.iter().find_map(|t| {
-            let caps = match_template(&trim_tail(&squash(t)), &text)?;
-            let ident = caps
-                .into_iter()
-                .find(|(label, _)| label.starts_with('i'))
-                .map(|(_, v)| v);
-            Some(Matched { form, ident })
+    FORMS
+        .iter()
+        .zip(squashed_templates())
+        .find_map(|(form, templates)| {
+            templates.iter().find_map(|t| {
+                let caps = match_template(t, &text)?;
+                let ident = caps
+                    .into_iter()
+                    .find(|(label, _)| label.starts_with('i'))
+                    .map(|(_, v)| v);
+                Some(Matched { form, ident })
+            })
         })
-    })
+}
+
+/// Each form's templates as compared: squashed and trimmed once, not once per line (a
+/// `.pth` of a hundred thousand `import` lines took seconds that way; found by fuzzing).
+fn squashed_templates() -> &'static [Vec<String>] {
+    static SQUASHED: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
+        FORMS
+            .iter()
+            .map(|f| f.templates.iter().map(|t| trim_tail(&squash(t))).collect())
+            .collect()
+    });
+    &SQUASHED
 }
 
 /// Whether Python source is, statement for statement, Debian's apport `sitecustomize`.

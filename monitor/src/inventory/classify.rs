@@ -109,7 +109,7 @@ impl OwnerCheck {
 }
 
 /// What classification needs to know about a hook file.
-pub(crate) struct Input<'a> {
+pub struct Input<'a> {
     pub kind: HookKind,
     pub file_name: &'a OsStr,
     /// The first `READ_CAP` bytes.
@@ -121,7 +121,9 @@ pub(crate) struct Input<'a> {
     pub opaque: bool,
 }
 
-pub(crate) struct Classified {
+/// The verdict on a hook's content, with the lines that run and what they add to `sys.path`.
+#[derive(Debug)]
+pub struct Classified {
     pub exec_lines: Vec<ExecLine>,
     pub class: HookClass,
     pub owner_check: OwnerCheck,
@@ -129,7 +131,9 @@ pub(crate) struct Classified {
     pub path_entries: Vec<PathBuf>,
 }
 
-pub(crate) fn classify(input: &Input<'_>) -> Classified {
+/// Classifies a hook's content. Never fails and never panics: the bytes are whatever the
+/// file's author wrote (any encoding, any line length).
+pub fn classify(input: &Input<'_>) -> Classified {
     let mut file_findings = Vec::new();
     if input.truncated {
         file_findings.push(Finding::new(

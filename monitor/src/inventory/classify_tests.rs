@@ -260,3 +260,41 @@ fn truncated_and_opaque_files_are_risky() {
         matches!(c.class, HookClass::Risky { ref findings } if findings[0].kind == FindingKind::OpaqueCode)
     );
 }
+
+#[test]
+fn content_at_the_read_limit() {
+    let cap = usize::try_from(crate::inventory::READ_CAP).unwrap();
+    // One line as long as the whole read: classified on its kept start, real length kept.
+    let mut line = b"import os;x='".to_vec();
+    line.resize(cap - 1, b'A');
+    line.push(b'\'');
+    let c = run(HookKind::Pth, "x.pth", &line, None);
+    assert_eq!(c.exec_lines.len(), 1);
+    assert_eq!(c.exec_lines[0].length, cap);
+    assert_eq!(c.exec_lines[0].text.len(), LINE_KEEP);
+    let HookClass::Risky { findings } = &c.class else {
+        panic!("{:?}", c.class)
+    };
+    assert!(findings.iter().any(|f| f.kind == FindingKind::LongLine));
+    // A read full of short path lines, then one import: the import's number is right and
+    // the path entries are capped.
+    let mut many = b"/opt/lib\n".repeat(cap / 9 - 1);
+    many.extend_from_slice(b"import _virtualenv\n");
+    let c = run(HookKind::Pth, "_virtualenv.pth", &many, None);
+    assert_eq!(c.exec_lines.len(), 1);
+    assert_eq!(c.exec_lines[0].lineno, cap / 9);
+    assert_eq!(c.path_entries.len(), MAX_PATH_ENTRIES);
+    assert!(matches!(c.class, HookClass::Benign { .. }), "{:?}", c.class);
+}
+
+#[test]
+fn many_import_lines() {
+    // Each line is compared with every benign form; the forms are prepared once, so this
+    // stays linear in the lines (it took seconds per MiB before).
+    let mut content = b"import _virtualenv\n".repeat(20_000);
+    content.extend_from_slice(b"import os\n");
+    let c = run(HookKind::Pth, "_virtualenv.pth", &content, None);
+    assert_eq!(c.exec_lines.len(), 20_001);
+    assert_eq!(c.exec_lines[20_000].form, None);
+    assert_eq!(c.class, HookClass::Unknown);
+}

@@ -32,10 +32,13 @@ mod text;
 use std::path::PathBuf;
 
 pub use self::{
-    classify::HookClass,
+    classify::{Classified, ExecLine, HookClass, Input as ClassifyInput, OwnerCheck, classify},
     discover::{DiscoverOptions, Inventory},
     elf::runmain_target,
+    findings::{Finding, FindingKind},
     kind::{HookKind, hook_kind_for},
+    owners::Owner,
+    pth::{PthLine, PthLineKind, parse_pth},
     record::{Hook, read_hook},
     render::{has_unknown_executable, render_table},
     text::display_path,
@@ -44,7 +47,7 @@ pub use self::{
 /// Most bytes of a hook kept for classification; the whole file is hashed.
 const READ_CAP: u64 = 1024 * 1024;
 /// Most bytes of one line kept for display; the real length is recorded.
-const LINE_KEEP: usize = 4096;
+pub const LINE_KEEP: usize = 4096;
 
 /// Why one hook could not be read. A file larger than the read limit is not an error: it
 /// is classified on its start and marked `truncated`.

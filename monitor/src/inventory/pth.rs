@@ -43,13 +43,6 @@ pub(crate) struct RawLine<'a> {
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// Parses `.pth` content. Never fails: any byte sequence is some sequence of lines.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the whole-file parser: its tests and the fuzz targets use it"
-    )
-)]
 pub fn parse_pth(content: &[u8]) -> Vec<PthLine> {
     split_lines(content)
         .into_iter()

@@ -21,7 +21,7 @@ mod elf;
 mod release;
 mod repro;
 mod sbom;
-mod tools;
+pub(crate) mod tools;
 mod xxh64;
 
 #[derive(clap::Subcommand)]

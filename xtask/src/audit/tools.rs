@@ -31,6 +31,13 @@ pub const CARGO_AUDITABLE: Tool = Tool {
     build_time: "about 35 seconds",
 };
 
+/// `cargo fuzz` for `cargo xtask fuzz`: builds and runs the libFuzzer targets in `fuzz/`.
+pub const CARGO_FUZZ: Tool = Tool {
+    package: "cargo-fuzz",
+    version: "0.13.2",
+    build_time: "about 50 seconds",
+};
+
 /// Makes sure the pinned version is installed; returns a one-line description of what was
 /// found or done.
 pub fn ensure(tool: &Tool) -> Result<String> {
@@ -119,7 +126,7 @@ mod tests {
 
     #[test]
     fn pins_are_exact_versions() {
-        for tool in [&CARGO_DENY, &CARGO_AUDITABLE] {
+        for tool in [&CARGO_DENY, &CARGO_AUDITABLE, &CARGO_FUZZ] {
             let parts: Vec<_> = tool.version.split('.').collect();
             assert_eq!(parts.len(), 3, "{}", tool.package);
             assert!(
