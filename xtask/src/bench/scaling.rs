@@ -174,9 +174,8 @@ pub fn run(
             ),
             Dimension::Catalogue => format!(
                 "Each level adds that many homes (`--home`) with {} credential files each, \
-                 catalogued by inode. The name table (credentials.extra_names) is not scaled: \
-                 `pthwatch run` does not read the [credentials] section of its configuration yet, \
-                 so that part is not measurable yet.",
+                 catalogued by inode. The kernel's name table (credentials.extra_names) is not \
+                 scaled here.",
                 CREDENTIAL_FILES.len()
             ),
         });
