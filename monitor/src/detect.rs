@@ -1046,6 +1046,13 @@ impl Detector {
                 return;
             }
         };
+        let blocking = RULES.iter().any(|r| modes.get(r) != Mode::Alert);
+        if blocking && !rt.sensors.can_deny_connects() {
+            tracing::error!(
+                "configuration reload refused, the running one stays: it asks for block or kill, but the connect programs are not attached on this kernel (see `pthwatch check`)"
+            );
+            return;
+        }
         match rt.sensors.config() {
             Ok(mut k) => {
                 k.mode = modes.kernel().kernel();

@@ -91,6 +91,18 @@ pub struct Attachment {
     pub required: bool,
 }
 
+impl Sensors {
+    /// Whether the kernel can deny a connect: both connect programs are attached. Without
+    /// them block and kill are pretence, and a reload into them is refused.
+    pub fn can_deny_connects(&self) -> bool {
+        ["net_cg_connect4", "net_cg_connect6"].iter().all(|name| {
+            self.attachments
+                .iter()
+                .any(|a| a.program == *name && a.error.is_none())
+        })
+    }
+}
+
 /// What userspace tells the kernel side at start-up.
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
