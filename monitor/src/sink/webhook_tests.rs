@@ -585,3 +585,41 @@ fn https_with_a_private_ca_and_a_client_certificate() {
     assert!(receiver.received().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A receiver that answers garbage (not HTTP), then one that answers properly: the garbage
+/// is a failed attempt (retried, counted), never a crash or a lost alert.
+#[test]
+fn a_receiver_answering_garbage_is_retried_and_the_alert_kept() {
+    let dir = scratch("webhook-garbage");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = thread::spawn(move || {
+        // Two answers of junk (binary, then an endless header line), then a real 200.
+        for junk in [
+            &b"\x00\xff\xfeNOT HTTP AT ALL\r\n\r\n"[..],
+            &[b'A'; 70_000][..],
+        ] {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(junk);
+        }
+        let (s, _) = listener.accept().expect("accept");
+        serve(s, 200)
+    });
+    let sink = daemon(port, &dir, 1 << 20);
+    sink.send(&sample_alert("g0", Severity::Critical));
+    let got = server.join().expect("server thread");
+    assert!(got.is_some(), "the alert arrives once the receiver behaves");
+    assert!(
+        wait_until(Duration::from_secs(5), || spooled_files(&dir) == 0),
+        "delivered, so no longer spooled"
+    );
+    let stats = sink.shutdown(Instant::now() + Duration::from_secs(1));
+    assert_eq!(stats.delivered, 1);
+    assert!(
+        stats.retried >= 2,
+        "both junk answers count as failures: {stats:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
