@@ -39,7 +39,7 @@ const CAPABILITIES: &[&str] = &[
     "CAP_DAC_READ_SEARCH",
     "CAP_SYS_PTRACE",
 ];
-/// The planned metrics and health endpoint.
+/// The metrics and health endpoint (`[metrics] listen` by default).
 const METRICS_PORT: u64 = 9847;
 
 fn repo() -> PathBuf {
