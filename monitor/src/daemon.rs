@@ -102,6 +102,9 @@ pub enum Stop {
     Deadline,
 }
 
+/// How often the ring buffer is read without a wakeup from the kernel.
+const POLL: Duration = Duration::from_millis(20);
+
 /// Reads events until SIGTERM/SIGINT (or the optional deadline), feeding `sink`.
 /// `on_ready` runs once the signal handlers are in place (so a stop right after READY
 /// is a clean one); the loop pings systemd's watchdog when `$WATCHDOG_USEC` asks for it.
@@ -127,6 +130,10 @@ pub async fn event_loop(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The kernel wakes the loop only for events of a hook's lineage; everything else is
+    // read at this pace (see `wakeup` in monitor-ebpf's emit.rs).
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let watchdog =
         crate::notify::watchdog_interval().map(|d| (d / 2).max(Duration::from_millis(100)));
     let mut dog = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -155,6 +162,24 @@ pub async fn event_loop(
             _ = tick.tick() => {
                 let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
                 sink.on_tick(&mut parts);
+            }
+            _ = poll.tick() => {
+                let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
+                let rb = ring.get_mut();
+                let mut batch = 0usize;
+                while let Some(item) = rb.next() {
+                    match events::decode(&item) {
+                        Ok(event) => {
+                            parts.procs.on_event(&event);
+                            sink.on_event(&mut parts, event);
+                        }
+                        Err(e) => sink.on_decode_error(e),
+                    }
+                    batch += 1;
+                    if batch >= 4096 {
+                        break;
+                    }
+                }
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
