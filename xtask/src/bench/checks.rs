@@ -10,6 +10,7 @@ use super::{
     procstat::{cpu_seconds, loadavg, memory_kib},
     pthwatch::{Pthwatch, PthwatchOptions},
     report::{IdleUsage, RateCheck, RestartGap},
+    stats::median,
     workloads::{Fixtures, Sizes, paced_starts},
 };
 
@@ -109,19 +110,9 @@ pub fn restart(host: &mut Host, bin: &Path, fx: &Fixtures, restarts: usize) -> R
     Ok(RestartGap {
         mode: "block",
         restarts,
-        stop_ms: median(&stop_ms),
-        start_ms: median(&start_ms),
-        gap_ms: median(&gap_ms),
+        stop_ms: median(&stop_ms).unwrap_or(0.0),
+        start_ms: median(&start_ms).unwrap_or(0.0),
+        gap_ms: median(&gap_ms).unwrap_or(0.0),
         gap_ms_max: gap_ms.iter().copied().fold(0.0, f64::max),
     })
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
 }
