@@ -105,6 +105,32 @@ pub enum Stop {
 /// How often the ring buffer is read without a wakeup from the kernel.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Records read in one go before the loop looks at signals and timers again.
+const BATCH: usize = 4096;
+
+/// Hands up to `limit` records of the ring buffer to `sink`, in order; returns how many.
+fn drain(
+    rb: &mut RingBuf<MapData>,
+    parts: &mut RuntimeParts<'_>,
+    sink: &mut dyn EventSink,
+    limit: usize,
+) -> usize {
+    let mut n = 0;
+    while n < limit
+        && let Some(item) = rb.next()
+    {
+        match events::decode(&item) {
+            Ok(event) => {
+                parts.procs.on_event(&event);
+                sink.on_event(parts, event);
+            }
+            Err(e) => sink.on_decode_error(e),
+        }
+        n += 1;
+    }
+    n
+}
+
 /// Reads events until SIGTERM/SIGINT (or the optional deadline), feeding `sink`.
 /// `on_ready` runs once the signal handlers are in place (so a stop right after READY
 /// is a clean one); the loop pings systemd's watchdog when `$WATCHDOG_USEC` asks for it.
@@ -165,41 +191,12 @@ pub async fn event_loop(
             }
             _ = poll.tick() => {
                 let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
-                let rb = ring.get_mut();
-                let mut batch = 0usize;
-                while let Some(item) = rb.next() {
-                    match events::decode(&item) {
-                        Ok(event) => {
-                            parts.procs.on_event(&event);
-                            sink.on_event(&mut parts, event);
-                        }
-                        Err(e) => sink.on_decode_error(e),
-                    }
-                    batch += 1;
-                    if batch >= 4096 {
-                        break;
-                    }
-                }
+                drain(ring.get_mut(), &mut parts, sink, BATCH);
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("polling the ring buffer")?;
-                let rb = guard.get_inner_mut();
                 let mut parts = RuntimeParts { sensors: &mut sensors, procs: &mut procs };
-                let mut batch = 0usize;
-                while let Some(item) = rb.next() {
-                    match events::decode(&item) {
-                        Ok(event) => {
-                            parts.procs.on_event(&event);
-                            sink.on_event(&mut parts, event);
-                        }
-                        Err(e) => sink.on_decode_error(e),
-                    }
-                    batch += 1;
-                    if batch >= 4096 {
-                        break;
-                    }
-                }
-                if batch < 4096 {
+                if drain(guard.get_inner_mut(), &mut parts, sink, BATCH) < BATCH {
                     guard.clear_ready();
                 }
             }
@@ -210,13 +207,7 @@ pub async fn event_loop(
         sensors: &mut sensors,
         procs: &mut procs,
     };
-    let rb = ring.get_mut();
-    while let Some(item) = rb.next() {
-        if let Ok(event) = events::decode(&item) {
-            parts.procs.on_event(&event);
-            sink.on_event(&mut parts, event);
-        }
-    }
+    drain(ring.get_mut(), &mut parts, sink, usize::MAX);
     sink.on_tick(&mut parts);
     Ok((stop, sensors))
 }
