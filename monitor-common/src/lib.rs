@@ -374,6 +374,30 @@ const _: () = assert!(size_of::<LineageState>() == 32);
 /// hook is a fork bomb): stopped in block and kill mode.
 pub const REENTRY_LIMIT: u32 = 16;
 
+/// Cloud instance metadata and credential endpoints, whose answers are the machine's
+/// credentials: AWS, GCP, Azure and OCI IMDS (169.254.169.254), ECS task and EKS pod
+/// identity credentials (169.254.170.2, 169.254.170.23), Alibaba (100.100.100.200).
+/// Host byte order.
+pub const METADATA_V4: [u32; 4] = [0xa9fe_a9fe, 0xa9fe_aa02, 0xa9fe_aa17, 0x6464_64c8];
+
+/// Whether an IPv4 address (host byte order) is a metadata endpoint.
+#[inline(always)]
+pub fn is_metadata_v4(addr: u32) -> bool {
+    addr == METADATA_V4[0]
+        || addr == METADATA_V4[1]
+        || addr == METADATA_V4[2]
+        || addr == METADATA_V4[3]
+}
+
+/// Whether an IPv6 address, as its four 32-bit words in host byte order, is a metadata
+/// endpoint: AWS IMDS and EKS pod identity (fd00:ec2::254, fd00:ec2::23), or one of
+/// [`METADATA_V4`] mapped (::ffff:a.b.c.d).
+#[inline(always)]
+pub fn is_metadata_v6(w: [u32; 4]) -> bool {
+    (w[0] == 0xfd00_0ec2 && w[1] == 0 && w[2] == 0 && (w[3] == 0x254 || w[3] == 0x23))
+        || (w[0] == 0 && w[1] == 0 && w[2] == 0xffff && is_metadata_v4(w[3]))
+}
+
 /// Key of a file by identity: kernel-encoded device (`MKDEV(major, minor)` = major << 20 |
 /// minor) and inode number.
 #[repr(C)]

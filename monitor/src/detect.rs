@@ -1267,22 +1267,19 @@ fn hook_ref(hook: &Hook) -> HookRef {
 }
 
 /// The cloud instance metadata and credential endpoints the kernel treats as credential
-/// reads (`is_metadata_service` in the eBPF net probes holds the same list).
+/// reads: the same test, from monitor-common, as the eBPF net probes.
 fn is_metadata_service(addr: std::net::IpAddr) -> bool {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    const V4: [Ipv4Addr; 4] = [
-        Ipv4Addr::new(169, 254, 169, 254),
-        Ipv4Addr::new(169, 254, 170, 2),
-        Ipv4Addr::new(169, 254, 170, 23),
-        Ipv4Addr::new(100, 100, 100, 200),
-    ];
-    const V6: [Ipv6Addr; 2] = [
-        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
-        Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
-    ];
     match addr {
-        IpAddr::V4(a) => V4.contains(&a),
-        IpAddr::V6(a) => V6.contains(&a) || a.to_ipv4_mapped().is_some_and(|m| V4.contains(&m)),
+        std::net::IpAddr::V4(a) => monitor_common::is_metadata_v4(a.to_bits()),
+        std::net::IpAddr::V6(a) => {
+            let b = a.to_bits();
+            monitor_common::is_metadata_v6([
+                (b >> 96) as u32,
+                (b >> 64) as u32,
+                (b >> 32) as u32,
+                b as u32,
+            ])
+        }
     }
 }
 

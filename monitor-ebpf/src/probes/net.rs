@@ -215,21 +215,19 @@ fn must_deny(flags: u32, kernel_mode: u32) -> bool {
 /// Whether the destination is a cloud instance metadata or credential endpoint: AWS,
 /// GCP, Azure and OCI IMDS (169.254.169.254), ECS task and EKS pod identity credentials
 /// (169.254.170.2, 169.254.170.23), Alibaba (100.100.100.200), AWS IMDS and EKS pod
-/// identity over IPv6 (fd00:ec2::254, fd00:ec2::23).
+/// identity over IPv6 (fd00:ec2::254, fd00:ec2::23); the list is monitor-common's.
 #[inline(always)]
 fn is_metadata_service(sa: &bpf_sock_addr, v6: bool) -> bool {
-    let v4 = |a: u32| matches!(a, 0xa9fe_a9fe | 0xa9fe_aa02 | 0xa9fe_aa17 | 0x6464_64c8);
     if v6 {
         let w = sa.user_ip6;
-        let last = u32::from_be(w[3]);
-        // fd00:ec2::254 and fd00:ec2::23; or an IPv4 address mapped (::ffff:a.b.c.d).
-        return (u32::from_be(w[0]) == 0xfd00_0ec2
-            && w[1] == 0
-            && w[2] == 0
-            && matches!(last, 0x254 | 0x23))
-            || (w[0] == 0 && w[1] == 0 && u32::from_be(w[2]) == 0xffff && v4(last));
+        return monitor_common::is_metadata_v6([
+            u32::from_be(w[0]),
+            u32::from_be(w[1]),
+            u32::from_be(w[2]),
+            u32::from_be(w[3]),
+        ]);
     }
-    v4(u32::from_be(sa.user_ip4))
+    monitor_common::is_metadata_v4(u32::from_be(sa.user_ip4))
 }
 
 /// Decision for a `cgroup_sock_addr` hook: 1 allows, 0 denies (the caller gets EPERM).
