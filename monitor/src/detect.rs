@@ -298,19 +298,17 @@ impl Detector {
         let Some(j) = self.journal.as_mut() else {
             return;
         };
-        let l = self.lineages.entry(lineage).or_insert_with(|| Lineage {
-            root_tgid: tgid,
-            ..Lineage::default()
-        });
+        // A lineage already forgotten (an exit after its TTL) is not brought back: an
+        // entry made here would never expire.
+        let Some(l) = self.lineages.get_mut(&lineage) else {
+            j.activity(kind, lineage, fields);
+            return;
+        };
         l.journaled = l.journaled.saturating_add(1);
-        match l.journaled.cmp(&LINEAGE_RECORDS) {
-            std::cmp::Ordering::Less | std::cmp::Ordering::Equal => {
-                j.activity(kind, lineage, fields)
-            }
-            std::cmp::Ordering::Greater if l.journaled == LINEAGE_RECORDS + 1 => {
-                j.lineage_capped(lineage, tgid)
-            }
-            std::cmp::Ordering::Greater => {}
+        if l.journaled <= LINEAGE_RECORDS {
+            j.activity(kind, lineage, fields);
+        } else if l.journaled == LINEAGE_RECORDS + 1 {
+            j.lineage_capped(lineage, tgid);
         }
     }
 
