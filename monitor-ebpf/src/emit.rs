@@ -6,7 +6,9 @@ use aya_ebpf::{
         generated::{bpf_get_socket_uid, bpf_ktime_get_boot_ns, bpf_skb_cgroup_id},
     },
 };
-use monitor_common::{EventHeader, EventKind, ExecEvent, ProcState, counter, lineage_flags, mode};
+use monitor_common::{
+    EventHeader, EventKind, ExecEvent, OpenEvent, ProcState, counter, lineage_flags, mode,
+};
 
 use crate::{
     kernel::opaque,
@@ -69,23 +71,36 @@ const NO_WAKEUP: u64 = 1;
 
 /// How a record is published. Waking the consumer is an irq_work, and inside a VM an
 /// interrupt: measured here, it was 90% of what an exec, fork or exit of a tracked process
-/// cost (33 us against 2 us). Only events of a hook's lineage need userspace at once (its
-/// reports, its quarantines); the rest (interpreters starting, their children, benign
-/// hooks) wait for the daemon's poll, within tens of milliseconds. The kernel's own
-/// verdicts never wait on either.
+/// cost (33 us against 2 us). Only what a hook's lineage does that userspace acts on needs
+/// it at once: a hook opened (its reading, the environment check), a credential or
+/// another catalogued file, a write, an exec, the network. The rest (interpreters
+/// starting, a lineage's forks, exits and plain reads, such as a hook importing modules)
+/// waits for the daemon's poll, within tens of milliseconds, in order behind the next
+/// urgent record. The kernel's own verdicts never wait on either.
 #[inline(always)]
-fn wakeup(lineage: u64) -> u64 {
-    if lineage != 0 { 0 } else { NO_WAKEUP }
+fn wakeup(header: &EventHeader, open: Option<&OpenEvent>) -> u64 {
+    if header.lineage == 0
+        || header.kind == EventKind::Fork as u32
+        || header.kind == EventKind::Exit as u32
+    {
+        return NO_WAKEUP;
+    }
+    match open {
+        Some(o) if o.match_flags == 0 && o.flags & O_ACCMODE == 0 => NO_WAKEUP,
+        _ => 0,
+    }
 }
+
+const O_ACCMODE: u32 = 0o3;
 
 /// Sends a fixed-size event (every event starts with its `EventHeader`); a full ring
 /// buffer is counted, never silent.
 #[inline(always)]
 pub fn send<T>(event: &T) {
     // SAFETY: every event type is `repr(C)` and starts with an `EventHeader`.
-    let lineage = unsafe { (*(event as *const T).cast::<EventHeader>()).lineage };
-    if EVENTS.output::<T>(event, wakeup(lineage)).is_err() {
-        lost(lineage);
+    let header = unsafe { &*(event as *const T).cast::<EventHeader>() };
+    if EVENTS.output::<T>(event, wakeup(header, None)).is_err() {
+        lost(header.lineage);
     }
 }
 
@@ -119,9 +134,12 @@ pub fn send_scratch(buf: *mut u8, len: usize) {
     let len = opaque(len) & (SCRATCH_CAP - 1);
     // SAFETY: `buf` is the SCRATCH value, SCRATCH_CAP bytes long, and len < SCRATCH_CAP.
     let bytes = unsafe { core::slice::from_raw_parts(buf.cast_const(), len) };
-    // SAFETY: large events are built in place with their header first.
-    let lineage = unsafe { (*buf.cast::<EventHeader>()).lineage };
-    if EVENTS.output::<[u8]>(bytes, wakeup(lineage)).is_err() {
-        lost(lineage);
+    // SAFETY: large events are built in place with their header first; an open event's
+    // fixed part is written before it is sent.
+    let header = unsafe { &*buf.cast::<EventHeader>() };
+    let open =
+        (header.kind == EventKind::Open as u32).then(|| unsafe { &*buf.cast::<OpenEvent>() });
+    if EVENTS.output::<[u8]>(bytes, wakeup(header, open)).is_err() {
+        lost(header.lineage);
     }
 }

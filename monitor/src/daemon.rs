@@ -33,12 +33,26 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
     if let Err(e) = mounts::ensure_bpffs() {
         tracing::warn!(error = %e, "bpffs unavailable: maps and links cannot be pinned");
     }
-    let cgroup =
-        mounts::cgroup2_root().context("cgroup v2 is needed for in-kernel network decisions")?;
+    let cgroup = match mounts::cgroup2_root() {
+        Ok(root) => Some(root),
+        Err(e) if opts.enforcing() => {
+            return Err(anyhow::Error::new(e).context(
+                "blocking needs the cgroup v2 hierarchy to deny connects in the kernel; run in alert mode, or see `pthwatch check`",
+            ));
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "DEGRADED: no cgroup v2 hierarchy: network attempts are seen by the syscall tracepoints and reported, but nothing can be denied in the kernel",
+            );
+            None
+        }
+    };
     let offsets = Btf::from_sys_fs()
         .and_then(|btf| btf.kernel_offsets())
         .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
-    let mut sensors = sensors::load_tracepoint_backend(opts, &offsets, &tracefs, &cgroup)?;
+    let mut sensors =
+        sensors::load_tracepoint_backend(opts, &offsets, &tracefs, cgroup.as_deref())?;
     let procs = ProcessTable::seed_from_procfs();
     let mut seeded = 0usize;
     for (tgid, start_ns, ppid, flags) in procs.python_lineages() {

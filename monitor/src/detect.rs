@@ -30,7 +30,7 @@ use crate::{
     daemon::{EventSink, RuntimeParts},
     events::{Event, Exec, Net, Open},
     hookbook::HookBook,
-    inventory::{Hook, HookClass},
+    inventory::{Hook, HookClass, display_path},
     proctable::ProcessTable,
     sink::{SinkStats, Sinks},
     trace::protocol_name,
@@ -382,7 +382,7 @@ impl Detector {
         if o.match_flags & open_match::REENTRY != 0 {
             self.on_reentry(rt, o);
         }
-        let path = o.path.to_string_lossy().into_owned();
+        let path = o.shown_path();
         let kernel_cred = o.match_flags & (open_match::CRED_INODE | open_match::CRED_NAME) != 0;
         let regular = o.mode & 0o170_000 == 0o100_000;
         let user_cred =
@@ -657,7 +657,7 @@ impl Detector {
         if executable && self.reported_hooks.insert(hook.sha256.clone()) {
             let summary = format!(
                 "an executable startup hook that is not a known-benign form ran: {}",
-                hook.path.display()
+                display_path(&hook.path)
             );
             let alert = self.build(
                 rt,
@@ -687,7 +687,7 @@ impl Detector {
                 "event": "exec",
                 "pid": h.tgid,
                 "ppid": h.ppid,
-                "exe": e.exe.to_string_lossy(),
+                "exe": display_path(&e.exe),
                 "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
             }),
         );
@@ -698,7 +698,7 @@ impl Detector {
         let scripts = script_arguments(h.tgid, &e.argv);
         let l = self.lineage(h.lineage, h.tgid);
         let written = if l.written.contains(&key) || memfd {
-            Some(e.exe.display().to_string())
+            Some(display_path(&e.exe))
         } else {
             scripts
                 .into_iter()
@@ -886,9 +886,7 @@ impl Detector {
             pid: tgid,
             ppid: info.map_or(0, |p| p.ppid),
             uid: info.map_or(u32::MAX, |p| p.uid),
-            exe: info
-                .map(|p| p.exe.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            exe: info.map(|p| display_path(&p.exe)).unwrap_or_default(),
             cmdline: info.map(|p| p.argv.clone()).unwrap_or_default(),
         };
         let lineage_chain = procs
@@ -898,7 +896,7 @@ impl Detector {
                 pid,
                 exe: procs
                     .get(pid)
-                    .map(|p| p.exe.to_string_lossy().into_owned())
+                    .map(|p| display_path(&p.exe))
                     .unwrap_or_default(),
             })
             .collect();
@@ -1254,7 +1252,7 @@ fn hook_ref(hook: &Hook) -> HookRef {
     };
     HookRef {
         kind: hook.kind.as_str().to_owned(),
-        path: hook.path.to_string_lossy().into_owned(),
+        path: display_path(&hook.path),
         sha256: hook.sha256.clone(),
         line: line.map(|l| l.text.clone()),
         line_number: line.map(|l| l.lineno),

@@ -79,6 +79,20 @@ pub struct Open {
     pub hook_class: u32,
 }
 
+impl Open {
+    /// The path for alerts, logs and traces: non-UTF-8 bytes as `\xNN`, and a path the
+    /// kernel could not walk to the root (deeper than `PATH_MAX` or than the walk's depth
+    /// limit) shown as `.../` and the components it did reach, never as if it were whole.
+    pub fn shown_path(&self) -> String {
+        let shown = crate::inventory::display_path(&self.path);
+        if self.match_flags & monitor_common::open_match::PATH_TRUNCATED != 0 {
+            format!("...{shown}")
+        } else {
+            shown
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Net {
     pub header: EventHeader,
@@ -302,5 +316,30 @@ mod tests {
             Event::Open(o) => assert_eq!(o.path, PathBuf::from("/etc/passwd")),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    fn open_at(path: &[u8], match_flags: u32) -> Open {
+        use std::os::unix::ffi::OsStrExt;
+        Open {
+            header: read_struct(&[0u8; size_of::<EventHeader>()]),
+            path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
+            ino: 1,
+            dev: 1,
+            flags: 0,
+            mode: 0o100_644,
+            fd: 3,
+            source: 0,
+            match_flags,
+            hook_class: 0,
+        }
+    }
+
+    #[test]
+    fn shown_paths_escape_invalid_bytes_and_mark_a_partial_walk() {
+        use monitor_common::open_match::{CRED_NAME, PATH_TRUNCATED};
+        let whole = open_at(b"/home/u/caf\xe9/.aws/credentials", CRED_NAME);
+        assert_eq!(whole.shown_path(), "/home/u/caf\\xe9/.aws/credentials");
+        let partial = open_at(b"/dddd/.aws/credentials", CRED_NAME | PATH_TRUNCATED);
+        assert_eq!(partial.shown_path(), ".../dddd/.aws/credentials");
     }
 }

@@ -111,7 +111,7 @@ pub fn event_json(event: &Event) -> Value {
     match event {
         Event::Exec(e) => {
             m = header_json("exec", &e.header);
-            m.insert("exe".into(), json!(e.exe.to_string_lossy()));
+            m.insert("exe".into(), json!(crate::inventory::display_path(&e.exe)));
             m.insert("exe_truncated".into(), json!(e.exe_truncated));
             m.insert("exe_ino".into(), json!(e.exe_ino));
             m.insert("exe_dev".into(), json!(dev_string(e.exe_dev)));
@@ -128,7 +128,7 @@ pub fn event_json(event: &Event) -> Value {
         Event::StartupDone(h) => m = header_json("startup_done", h),
         Event::Open(e) => {
             m = header_json("open", &e.header);
-            m.insert("path".into(), json!(e.path.to_string_lossy()));
+            m.insert("path".into(), json!(e.shown_path()));
             m.insert("ino".into(), json!(e.ino));
             m.insert("dev".into(), json!(dev_string(e.dev)));
             m.insert("access".into(), json!(access_name(e.flags)));

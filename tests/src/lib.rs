@@ -272,6 +272,13 @@ impl Daemon {
     /// `pthwatch run` with exactly these flags (plus the alert log), e.g. to let a
     /// configuration file choose the mode.
     pub fn start_without_mode(extra: &[&str]) -> Self {
+        Self::start_via(&[], extra)
+    }
+
+    /// `pthwatch run` started through `wrapper`: a program and its arguments that ends by
+    /// exec'ing the rest of its command line (e.g. `unshare ... sh -c '...; exec "$0" "$@"'`),
+    /// so the daemon runs in the setting the wrapper made, under the same pid.
+    pub fn start_via(wrapper: &[&str], extra: &[&str]) -> Self {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("pthwatch-daemon-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -281,7 +288,15 @@ impl Daemon {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         let alert_log = dir.join("alerts.jsonl");
-        let mut child = Command::new(pthwatch_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(pthwatch_bin());
+                c
+            }
+            None => Command::new(pthwatch_bin()),
+        };
+        let mut child = cmd
             .args(["run", "--alert-log"])
             .arg(&alert_log)
             .args(extra)

@@ -70,7 +70,7 @@ const FILES: &[(&str, &str, u32)] = &[
 
 const POSTINST: &str = "#!/bin/sh
 set -e
-if [ \"$1\" = configure ] && [ -d /run/systemd/system ]; then
+if [ \"$1\" = configure ] && [ -z \"${DPKG_ROOT:-}\" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
     if systemctl is-active --quiet pthwatch; then
         systemctl try-restart pthwatch || true
@@ -83,7 +83,7 @@ exit 0
 
 const PRERM: &str = "#!/bin/sh
 set -e
-if [ \"$1\" = remove ] && [ -d /run/systemd/system ]; then
+if [ \"$1\" = remove ] && [ -z \"${DPKG_ROOT:-}\" ] && [ -d /run/systemd/system ]; then
     systemctl disable --now pthwatch >/dev/null 2>&1 || true
 fi
 exit 0
@@ -91,7 +91,7 @@ exit 0
 
 const POSTRM: &str = "#!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then
+if [ -z \"${DPKG_ROOT:-}\" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
 fi
 exit 0
@@ -123,6 +123,7 @@ pub fn build(binary: &Path, root: &Path, out: &Path, version: &str, arch: &str) 
     fs::create_dir_all(&debian)?;
     fs::set_permissions(&debian, fs::Permissions::from_mode(0o755))?;
     let installed_kib = dir_size(&stage)?.div_ceil(1024);
+    let depends = shlib_depends(binary);
     let control = format!(
         "Package: pthwatch
 Version: {version}
@@ -131,7 +132,7 @@ Maintainer: pthwatch developers <pthwatch@example.invalid>
 Section: admin
 Priority: optional
 Installed-Size: {installed_kib}
-Depends: libc6
+Depends: {depends}
 Recommends: systemd
 Homepage: https://example.invalid/pthwatch
 Description: eBPF monitor that stops malicious Python startup hooks
@@ -160,6 +161,50 @@ Description: eBPF monitor that stops malicious Python startup hooks
     )
     .context("dpkg-deb --build")?;
     Ok(deb)
+}
+
+/// Packages the binary's shared libraries come from, with the versions its symbols need,
+/// as `dpkg-shlibdeps` (dpkg-dev) works them out. Without dpkg-dev, or for a binary it
+/// cannot read: the two libraries every Rust binary links, unversioned.
+fn shlib_depends(binary: &Path) -> String {
+    const FALLBACK: &str = "libc6, libgcc-s1";
+    let Ok(dir) = tempdir("shlibdeps") else {
+        return FALLBACK.to_owned();
+    };
+    // dpkg-shlibdeps reads the package names from a debian/control beside it.
+    let control = "Source: pthwatch\n\nPackage: pthwatch\nArchitecture: any\n";
+    let found = fs::create_dir_all(dir.join("debian"))
+        .and_then(|()| fs::write(dir.join("debian/control"), control))
+        .ok()
+        .and_then(|()| {
+            Command::new("dpkg-shlibdeps")
+                .arg("-O")
+                .arg(binary)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+        })
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("shlibs:Depends="))
+                .map(|d| d.trim().to_owned())
+        })
+        .filter(|d| !d.is_empty());
+    let _ = fs::remove_dir_all(&dir);
+    found.unwrap_or_else(|| FALLBACK.to_owned())
+}
+
+/// A fresh directory of this process's own (calls may run at once, in tests).
+fn tempdir(what: &str) -> std::io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pthwatch-{what}-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn dir_size(dir: &Path) -> Result<u64> {
@@ -257,5 +302,105 @@ mod tests {
             fs::read(workspace_root().join("packaging/pthwatch.toml")).unwrap()
         );
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// dpkg itself, into a scratch root of its own: install, an upgrade that keeps a
+    /// local edit of the configuration, remove (the configuration stays), purge.
+    #[test]
+    fn dpkg_installs_upgrades_removes_and_purges_it() {
+        // SAFETY: geteuid has no preconditions.
+        if which::which("dpkg").is_err() || unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs dpkg and root");
+            return;
+        }
+        let dir = tempdir("dpkg-test").unwrap();
+        let root = dir.join("root");
+        let admin = root.join("var/lib/dpkg");
+        for sub in ["info", "updates", "triggers"] {
+            fs::create_dir_all(admin.join(sub)).unwrap();
+        }
+        fs::write(admin.join("status"), "").unwrap();
+        fs::write(admin.join("available"), "").unwrap();
+        let dpkg = |args: &[&str]| {
+            let o = Command::new("dpkg")
+                .arg(format!("--root={}", root.display()))
+                // Scripts run on the host with DPKG_ROOT set (there is no shell in the
+                // root); they then leave systemd alone. libc6 is not in the scratch root.
+                .args([
+                    "--force-script-chrootless",
+                    "--force-depends",
+                    "--log=/dev/null",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(o.status.success(), "dpkg {args:?}: {text}");
+            text
+        };
+        let package = |version: &str| {
+            let bin = dir.join(format!("pthwatch-{version}"));
+            fs::write(&bin, format!("#!/bin/sh\necho stand-in {version}\n")).unwrap();
+            build(
+                &bin,
+                &workspace_root(),
+                &dir.join(version),
+                version,
+                "amd64",
+            )
+            .unwrap()
+        };
+        let status = || {
+            let o = Command::new("dpkg-query")
+                .arg(format!("--admindir={}", admin.display()))
+                .args(["-W", "-f", "${Status} ${Version}", "pthwatch"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let config = root.join("etc/pthwatch/pthwatch.toml");
+        let run_bin = || output(&mut Command::new(root.join("usr/bin/pthwatch"))).unwrap();
+
+        dpkg(&["-i", package("1.0.0").to_str().unwrap()]);
+        assert_eq!(status(), "install ok installed 1.0.0");
+        assert_eq!(run_bin().trim(), "stand-in 1.0.0");
+        assert!(
+            root.join("usr/lib/systemd/system/pthwatch.service")
+                .is_file()
+        );
+        let shipped = fs::read_to_string(&config).unwrap();
+
+        let edited = format!("{shipped}\n# edited on this host\n");
+        fs::write(&config, &edited).unwrap();
+        dpkg(&["--force-confold", "-i", package("1.0.1").to_str().unwrap()]);
+        assert_eq!(status(), "install ok installed 1.0.1");
+        assert_eq!(run_bin().trim(), "stand-in 1.0.1");
+        assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+
+        dpkg(&["--remove", "pthwatch"]);
+        assert_eq!(status(), "deinstall ok config-files 1.0.1");
+        assert!(!root.join("usr/bin/pthwatch").exists());
+        assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+
+        dpkg(&["--purge", "pthwatch"]);
+        assert!(!config.exists(), "purge leaves no configuration");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn depends_name_the_libraries_the_binary_links() {
+        let deps = shlib_depends(&std::env::current_exe().unwrap());
+        assert!(deps.contains("libc6"), "{deps}");
+        assert!(deps.contains("libgcc-s1"), "{deps}");
+        if which::which("dpkg-shlibdeps").is_ok() {
+            assert!(
+                deps.contains("libc6 (>= 2."),
+                "versioned from the symbols: {deps}"
+            );
+        }
     }
 }

@@ -104,7 +104,7 @@ impl Journal {
             Kind::Hook,
             json!({
                 "event": "ran",
-                "path": hook.path.to_string_lossy(),
+                "path": crate::inventory::display_path(&hook.path),
                 "sha256": hook.sha256,
                 "kind": hook.kind.as_str(),
                 "class": hook.class.name(),

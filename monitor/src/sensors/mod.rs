@@ -62,6 +62,8 @@ pub enum SensorError {
     MissingMap(&'static str),
     #[error("{0}")]
     Mount(String),
+    #[error("no cgroup v2 hierarchy to attach to (not mounted, and mounting one failed)")]
+    NoCgroup2,
     #[error("opening the cgroup v2 root {path}: {source}")]
     Cgroup {
         path: PathBuf,
@@ -114,6 +116,15 @@ pub struct SensorOptions {
     pub respawn_mode: u32,
     /// Quarantine a lineage whose events were lost (block and kill mode).
     pub fail_closed: bool,
+}
+
+impl SensorOptions {
+    /// Some rule denies in the kernel: the connect programs are then required.
+    pub fn enforcing(&self) -> bool {
+        self.mode >= monitor_common::mode::BLOCK
+            || self.unknown_hook_mode >= monitor_common::mode::BLOCK
+            || self.respawn_mode >= monitor_common::mode::BLOCK
+    }
 }
 
 impl Default for SensorOptions {

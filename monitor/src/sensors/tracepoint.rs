@@ -7,7 +7,7 @@ use aya::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint,
     },
 };
-use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names, mode};
+use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
 use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
 
@@ -85,7 +85,7 @@ pub fn load_tracepoint_backend(
     opts: &SensorOptions,
     offsets: &Offsets,
     tracefs: &Path,
-    cgroup_root: &Path,
+    cgroup_root: Option<&Path>,
 ) -> Result<Sensors, SensorError> {
     if EBPF_OBJECT.is_empty() {
         return Err(SensorError::NoObject);
@@ -115,16 +115,26 @@ pub fn load_tracepoint_backend(
             result,
         )?;
     }
-    let cgroup = File::open(cgroup_root).map_err(|source| SensorError::Cgroup {
-        path: cgroup_root.to_owned(),
-        source,
-    })?;
-    let enforcing = opts.mode >= mode::BLOCK
-        || opts.unknown_hook_mode >= mode::BLOCK
-        || opts.respawn_mode >= mode::BLOCK;
+    let cgroup = cgroup_root
+        .map(|root| {
+            File::open(root).map_err(|source| SensorError::Cgroup {
+                path: root.to_owned(),
+                source,
+            })
+        })
+        .transpose()?;
+    let cgroup_target = cgroup_root.map_or_else(
+        || "(no cgroup v2 hierarchy)".to_owned(),
+        |root| root.display().to_string(),
+    );
+    let enforcing = opts.enforcing();
     for &name in SOCK_ADDR_PROGRAMS {
         let required = enforcing && CONNECT_PROGRAMS.contains(&name);
-        let result = attach_sock_addr(&mut ebpf, name, &cgroup).map_err(|e| {
+        let result = match &cgroup {
+            Some(cgroup) => attach_sock_addr(&mut ebpf, name, cgroup),
+            None => Err(SensorError::NoCgroup2),
+        };
+        let result = result.map_err(|e| {
             if required {
                 SensorError::Enforcement {
                     program: name,
@@ -147,12 +157,15 @@ pub fn load_tracepoint_backend(
         record(
             &mut attachments,
             name,
-            cgroup_root.display().to_string(),
+            cgroup_target.clone(),
             required,
             result,
         )?;
     }
-    let result = attach_egress(&mut ebpf, &cgroup);
+    let result = match &cgroup {
+        Some(cgroup) => attach_egress(&mut ebpf, cgroup),
+        None => Err(SensorError::NoCgroup2),
+    };
     if enforcing && let Err(e) = &result {
         tracing::error!(
             program = EGRESS_PROGRAM,
@@ -163,7 +176,7 @@ pub fn load_tracepoint_backend(
     record(
         &mut attachments,
         EGRESS_PROGRAM,
-        cgroup_root.display().to_string(),
+        cgroup_target,
         false,
         result,
     )?;
