@@ -76,26 +76,54 @@ pub fn run(args: &Args) -> Result<()> {
         .filter(|c| db.is_some() || *c != "advisories")
         .collect();
 
+    let mut failed = Vec::new();
+    for manifest in MANIFESTS {
+        if let Err(e) = check_manifest(manifest, db.as_ref(), &checks) {
+            eprintln!("xtask: audit of {manifest}: {e:#}");
+            failed.push(manifest);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("cargo deny found problems in {}", failed.join(" and "));
+    }
+    Ok(())
+}
+
+/// The workspace (what pthwatch ships and builds with), and the fuzz crate, which has its
+/// own lock file outside the workspace.
+const MANIFESTS: [&str; 2] = ["Cargo.toml", "fuzz/Cargo.toml"];
+
+fn check_manifest(manifest: &str, db: Option<&PreparedDb>, checks: &[&str]) -> Result<()> {
+    let manifest_path = workspace_root().join(manifest);
+    println!();
+    println!("xtask: auditing {manifest}");
     // cargo-deny runs `cargo metadata` offline, which needs every crate's sources: fetch
     // them first (from crates.io only, and nothing when they are already here).
-    run_inherit(cargo().args(["fetch", "--locked"]))?;
+    run_inherit(
+        cargo()
+            .args(["fetch", "--locked", "--manifest-path"])
+            .arg(&manifest_path),
+    )?;
 
     // The report people read, with inclusion graphs; its exit status decides.
-    let mut human = deny_command(db.as_ref(), &checks, false);
+    let mut human = deny_command(&manifest_path, db, checks, false);
     eprintln!("+ {}", display(&human));
     let status = human
         .stdin(Stdio::null())
         .status()
         .with_context(|| format!("could not start `{}`", display(&human)))?;
     // The same check as JSON lines, for the summary.
-    let json = deny_command(db.as_ref(), &checks, true)
+    let json = deny_command(&manifest_path, db, checks, true)
         .stdin(Stdio::null())
         .output()
         .context("running cargo deny for the summary")?;
     let report = parse_report(&String::from_utf8_lossy(&json.stderr));
 
     println!();
-    println!("xtask: audit summary ({})", tool_version_line());
+    println!(
+        "xtask: audit summary of {manifest} ({})",
+        tool_version_line()
+    );
     match &db {
         Some(db) => println!(
             "  advisory db: {} ({} advisories, newest {}, {} days old{})",
@@ -129,16 +157,15 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let errors: u64 = report.totals.iter().map(|t| t.errors).sum();
     let warnings: u64 = report.totals.iter().map(|t| t.warnings).sum();
-    println!("xtask: audit: {errors} errors, {warnings} warnings");
+    println!("xtask: audit of {manifest}: {errors} errors, {warnings} warnings");
     if report.totals.is_empty() {
         bail!("cargo deny printed no summary ({status}): see its output above");
     }
     if !status.success() || errors > 0 {
         bail!(
             "cargo deny found problems ({status}); the report above says where. Rerun by hand: \
-             {DB_ROOT_ENV}={} cargo deny --offline --locked check",
-            db.as_ref()
-                .map_or_else(|| "<none>".to_owned(), |d| d.root.display().to_string())
+             {DB_ROOT_ENV}={} cargo deny --offline --locked --manifest-path {manifest} check",
+            db.map_or_else(|| "<none>".to_owned(), |d| d.root.display().to_string())
         );
     }
     Ok(())
@@ -148,7 +175,7 @@ fn tool_version_line() -> String {
     format!("cargo-deny {}", tools::CARGO_DENY.version)
 }
 
-fn deny_command(db: Option<&PreparedDb>, checks: &[&str], json: bool) -> Command {
+fn deny_command(manifest: &Path, db: Option<&PreparedDb>, checks: &[&str], json: bool) -> Command {
     let mut cmd = cargo();
     cmd.args(["deny", "--offline", "--locked", "--color", "never"]);
     if json {
@@ -156,7 +183,7 @@ fn deny_command(db: Option<&PreparedDb>, checks: &[&str], json: bool) -> Command
     }
     let root = workspace_root();
     cmd.arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
+        .arg(manifest)
         .arg("--config")
         .arg(root.join("deny.toml"))
         .arg("check")
