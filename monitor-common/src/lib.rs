@@ -122,6 +122,14 @@ pub mod lineage_flags {
     /// What rule 1 (and so the kernel's own mode) is about: something may have been
     /// read. A quarantine is another rule's block decision, never a reason to kill.
     pub const READ: u32 = CRED_READ | IOURING;
+
+    /// Whether a lineage with `flags` is denied the network when rule 1's kernel mode is
+    /// `kernel_mode`: quarantined or being killed always, tainted in block and kill mode.
+    #[inline(always)]
+    pub const fn must_deny(flags: u32, kernel_mode: u32) -> bool {
+        flags & (QUARANTINED | KILL) != 0
+            || (flags & TAINTED != 0 && kernel_mode >= crate::mode::BLOCK)
+    }
 }
 
 /// Flags of an open event (`OpenEvent::match_flags`).

@@ -192,6 +192,8 @@ pub struct Detector {
     events_by_kind: [u64; crate::metrics::EVENT_KINDS.len()],
     metrics: Option<crate::metrics::Metrics>,
     pub alerts_written: u64,
+    /// The kernel's egress drop count when held connections were last closed.
+    egress_drops_seen: u64,
     pub alert_errors: u64,
 }
 
@@ -225,6 +227,7 @@ impl Detector {
             events_by_kind: [0; crate::metrics::EVENT_KINDS.len()],
             metrics: None,
             alerts_written: 0,
+            egress_drops_seen: 0,
             alert_errors: 0,
         }
     }
@@ -564,6 +567,18 @@ impl Detector {
             summary,
             true,
         );
+    }
+
+    /// The egress program dropped packets of a connection a hook's lineage opened before
+    /// it was denied: close such connections, so that what TCP keeps retransmitting cannot
+    /// leave once pthwatch stops (a restart).
+    fn close_dropped_connections(&mut self, rt: &mut RuntimeParts<'_>) {
+        let drops = rt.sensors.counters()[monitor_common::counter::EGRESS_DROPS as usize];
+        if drops == self.egress_drops_seen {
+            return;
+        }
+        self.egress_drops_seen = drops;
+        crate::sockdiag::close_denied(rt.sensors, "after an egress drop");
     }
 
     /// Logs events the kernel could not deliver (full ring buffer) as they happen, with
@@ -1119,6 +1134,7 @@ impl EventSink for Detector {
             crate::watch::apply(w, &mut self.hooks, rt.sensors);
         }
         self.report_lost_events(rt);
+        self.close_dropped_connections(rt);
         if self.homes_checked.elapsed() >= HOMES_EVERY {
             self.homes_checked = Instant::now();
             self.follow_new_homes(rt);

@@ -31,6 +31,7 @@ mod run;
 mod scan;
 mod sensors;
 mod sink;
+mod sockdiag;
 mod trace;
 mod watch;
 

@@ -156,6 +156,9 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
         daemon::event_loop(rt, &mut detector, None, ready).await
     })?;
     let _ = notify("STOPPING=1");
+    // Once the programs are detached, nothing drops what a denied lineage's connections
+    // still hold: close them first.
+    crate::sockdiag::close_denied(&sensors, "at shutdown");
     let counters = sensors.counters();
     let delivery = detector.shutdown(Instant::now() + SHUTDOWN_DELIVERY);
     tracing::info!(

@@ -188,7 +188,9 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
 }
 
 /// Connect while still clean, read the credentials, then send on the socket already held:
-/// the connect was allowed, so the packets must be dropped on the way out.
+/// the connect was allowed, so the packets must be dropped on the way out, and the
+/// connection closed, so that TCP's retransmissions cannot deliver them once the daemon
+/// has stopped either.
 #[test]
 fn a_socket_connected_before_the_read_carries_nothing_out() {
     if !can_run() {
@@ -220,10 +222,18 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
     let alert = exfil_alert(&daemon);
     // Give TCP time to retransmit what was dropped; none of it may arrive.
     std::thread::sleep(Duration::from_secs(2));
-    let alerts = daemon.stop();
     assert!(
         !sink.received().contains(&sb.canary),
         "the held socket carried the credentials out"
+    );
+    let alerts = daemon.stop();
+    // The payload has exited; had its connection been left to TCP, the kernel would go
+    // on retransmitting the unsent credentials (backing off from 200 ms: about 3, 6 and
+    // 12 s after the first send), and with the egress program gone they would arrive.
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        !sink.received().contains(&sb.canary),
+        "the held connection delivered the credentials after pthwatch stopped"
     );
     let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
     assert_eq!(alert["action"], "blocked", "{alert:#}");

@@ -396,6 +396,33 @@ impl Sensors {
         Ok(own)
     }
 
+    /// Cookies of the sockets held by lineages the kernel now denies the network (the
+    /// egress program drops their packets).
+    pub fn denied_sockets(&self) -> Result<std::collections::HashSet<u64>, SensorError> {
+        let err = |source| SensorError::Map {
+            name: map_names::SOCKETS,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map(map_names::SOCKETS)
+            .ok_or(SensorError::MissingMap(map_names::SOCKETS))?;
+        let sockets: HashMap<&MapData, u64, u64> = HashMap::try_from(map).map_err(err)?;
+        let mode = self.config()?.mode;
+        let mut denied = std::collections::HashSet::new();
+        for entry in sockets.iter() {
+            let (cookie, lineage) = entry.map_err(err)?;
+            if self
+                .lineages
+                .get(&lineage, 0)
+                .is_ok_and(|l| monitor_common::lineage_flags::must_deny(l.flags, mode))
+            {
+                denied.insert(cookie);
+            }
+        }
+        Ok(denied)
+    }
+
     /// Per-CPU counters summed (`monitor_common::counter`).
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
