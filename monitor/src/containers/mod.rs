@@ -88,7 +88,8 @@ pub struct Resolver {
     /// Where the cgroup v2 hierarchy is mounted, when it is.
     cgroup_root: Option<PathBuf>,
     /// By kernel cgroup id (never reused while the system runs).
-    by_cgroup: Lru<u64, Arc<CgroupRef>>,
+    /// `None`: not found (the walk is not repeated for each alert about it).
+    by_cgroup: Lru<u64, Option<Arc<CgroupRef>>>,
     /// By container id, or `pod:<uid>` for a pod-level cgroup; `None`: nothing known.
     by_container: Lru<String, Option<Arc<ContainerMeta>>>,
 }
@@ -151,9 +152,10 @@ impl Resolver {
     /// The cgroup of `pid`, whose kernel cgroup id is `id` (0: unknown).
     fn cgroup(&mut self, pid: u32, id: u64) -> Option<Arc<CgroupRef>> {
         if id != 0
-            && let Some((cg, _)) = self.by_cgroup.get(&id)
+            && let Some((cg, stored)) = self.by_cgroup.get(&id)
+            && (cg.is_some() || stored.elapsed() < NEGATIVE_TTL)
         {
-            return Some(cg.clone());
+            return cg.clone();
         }
         let from_proc = (pid != 0)
             .then(|| cgroup::of_process(&self.proc_root, pid))
@@ -183,9 +185,9 @@ impl Resolver {
                 .map(|p| CgroupRef::from_path(p, true))
                 .or_else(|| from_proc.map(|p| CgroupRef::from_path(p, false))),
         };
-        let found = Arc::new(found?);
+        let found = found.map(Arc::new);
         self.by_cgroup.insert(id, found.clone());
-        Some(found)
+        found
     }
 
     /// What the node's files say about the container (or, without one, the pod).
@@ -224,11 +226,19 @@ impl Resolver {
     pub fn prune(&mut self) {
         if let Some(root) = &self.cgroup_root {
             self.by_cgroup.retain(|_, cg| {
+                let Some(cg) = cg else {
+                    return false;
+                };
                 !cg.verified || cgroup::dir_of(root, &cg.path).is_none_or(|d| d.is_dir())
             });
         }
         let mut named = std::collections::HashSet::new();
-        for (cg, _, _) in self.by_cgroup.entries.values() {
+        for cg in self
+            .by_cgroup
+            .entries
+            .values()
+            .filter_map(|(cg, _, _)| cg.as_ref())
+        {
             if let Some(id) = &cg.container_id {
                 named.insert(id.clone());
             } else if let Some(uid) = &cg.pod_uid {

@@ -436,6 +436,17 @@ fn a_process_already_gone_is_found_by_its_cgroup_id() {
     let mut c = ContainerRef::default();
     r.fill(&mut c, 0);
     assert_eq!(c.cgroup, None);
+    // A cgroup id not found is remembered for a while (no walk per alert).
+    let before = r.cached().0;
+    let mut c = ContainerRef {
+        cgroup_id: u64::MAX,
+        ..ContainerRef::default()
+    };
+    r.fill(&mut c, 0);
+    assert_eq!(c.cgroup, None);
+    assert_eq!(r.cached().0, before + 1);
+    r.prune();
+    assert_eq!(r.cached().0, before, "a miss is dropped by pruning");
 }
 
 #[test]
