@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{cgroup, runtime, *};
 use crate::{
-    alert::ContainerRef,
+    alert::{Action, Alert, ContainerRef, ProcessRef, Severity},
     config::{AlertFacts, Config},
 };
 
@@ -509,17 +509,39 @@ fn allow_entries_by_namespace_and_image_match_what_the_resolver_found() {
         cri_annotations("registry.example.com/ci/python:3.12"),
     );
     let (mut r, id) = fixture_resolver(&t, 4242, &pod_cgroup());
-    let mut c = ContainerRef {
-        cgroup_id: id,
-        ..ContainerRef::default()
+    // The alert as detection builds it (only the kernel's cgroup id in its container),
+    // completed by the resolver, then reduced to the facts allow entries match, as
+    // `Detector::emit` and `Detector::suppressed` do.
+    let mut alert = Alert {
+        id: "0".repeat(32),
+        time: "2026-03-24T10:00:00.000Z".into(),
+        rule: "hook_credential_exfiltration",
+        severity: Severity::Critical,
+        action: Action::Blocked,
+        summary: "a startup hook's lineage read credentials and then contacted 203.0.113.7:443"
+            .into(),
+        host: "node-1".into(),
+        process: ProcessRef {
+            pid: 4242,
+            ppid: 1,
+            uid: 0,
+            exe: "/usr/bin/python3.12".into(),
+            cmdline: vec!["python3".into()],
+        },
+        lineage: Vec::new(),
+        startup_hook: None,
+        credentials: vec!["/root/.aws/credentials".into()],
+        destination: None,
+        persistence: Vec::new(),
+        container: ContainerRef {
+            cgroup_id: id,
+            ..ContainerRef::default()
+        },
+        lineage_id: 1,
     };
-    r.fill(&mut c, 4242);
-    let facts = AlertFacts {
-        exe: Some("/usr/bin/python3.12"),
-        container_image: c.image.as_deref(),
-        k8s_namespace: c.pod_namespace.as_deref(),
-        ..AlertFacts::default()
-    };
+    r.fill(&mut alert.container, alert.process.pid);
+    assert_eq!(alert.container.pod_namespace.as_deref(), Some("ci"));
+    let facts = crate::detect::alert_facts(&alert);
     let config = |entry: &str| {
         Config::from_toml(entry, Path::new("t.toml"), false)
             .expect("valid")
