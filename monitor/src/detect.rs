@@ -118,22 +118,6 @@ const QUIET: Duration = Duration::from_secs(3);
 const MAX_DISMISSED: usize = 65_536;
 /// How often home directories are looked for.
 const HOMES_EVERY: Duration = Duration::from_secs(30);
-/// What `[[allow]]` entries match of an alert (its container filled in by
-/// [`ContainerResolver::fill`] first).
-pub(crate) fn alert_facts(alert: &Alert) -> crate::config::AlertFacts<'_> {
-    let hook = alert.startup_hook.as_ref();
-    let dest = alert.destination.as_ref();
-    crate::config::AlertFacts {
-        exe: Some(alert.process.exe.as_str()).filter(|e| !e.is_empty()),
-        hook_sha256: hook.map(|h| h.sha256.as_str()),
-        distribution: hook.and_then(|h| h.distribution.as_deref()),
-        dest: dest.and_then(|d| d.address.parse().ok()),
-        port: dest.map(|d| d.port),
-        container_image: alert.container.image.as_deref(),
-        k8s_namespace: alert.container.pod_namespace.as_deref(),
-    }
-}
-
 /// How often cached containers whose cgroup is gone are forgotten.
 const CONTAINERS_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Lineages with no event for this long are forgotten.
@@ -1306,6 +1290,22 @@ fn is_metadata_service(addr: std::net::IpAddr) -> bool {
                 b as u32,
             ])
         }
+    }
+}
+
+/// What `[[allow]]` entries match of an alert (its container filled in by
+/// [`ContainerResolver::fill`] first).
+pub(crate) fn alert_facts(alert: &Alert) -> crate::config::AlertFacts<'_> {
+    let hook = alert.startup_hook.as_ref();
+    let dest = alert.destination.as_ref();
+    crate::config::AlertFacts {
+        exe: Some(alert.process.exe.as_str()).filter(|e| !e.is_empty()),
+        hook_sha256: hook.map(|h| h.sha256.as_str()),
+        distribution: hook.and_then(|h| h.distribution.as_deref()),
+        dest: dest.and_then(|d| d.address.parse().ok()),
+        port: dest.map(|d| d.port),
+        container_image: alert.container.image.as_deref(),
+        k8s_namespace: alert.container.pod_namespace.as_deref(),
     }
 }
 
