@@ -71,6 +71,14 @@ pub struct ContainerRef {
     pub container_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The image the container was created from, as its pod spec (or `docker run`)
+    /// named it, from the runtime's files on the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

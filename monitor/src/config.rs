@@ -44,7 +44,10 @@ pub use self::{
     cidr::{Cidr, CidrError},
     command::{ConfigArgs, command},
     diag::{ConfigErrors, Diagnostic, Level},
-    settings::{CredentialSettings, DaemonSettings, EventLogSettings, MetricsSettings, RuleTable},
+    settings::{
+        ContainerSettings, CredentialSettings, DaemonSettings, EventLogSettings, MetricsSettings,
+        RuleTable,
+    },
     sink::{AlertSettings, FileSink, Sink, WebhookFormat, WebhookSink},
 };
 use crate::{cli::Mode, detect::RuleModes};
@@ -65,6 +68,7 @@ pub struct Config {
     pub event_log: EventLogSettings,
     pub metrics: MetricsSettings,
     pub credentials: CredentialSettings,
+    pub containers: ContainerSettings,
 }
 
 /// A configuration that validated, with what was read and the warnings it raised.

@@ -26,6 +26,7 @@ use crate::{
         hostname, rfc3339,
     },
     cli::Mode,
+    containers::Resolver as ContainerResolver,
     credentials::{CredentialCatalog, persistence_kind},
     daemon::{EventSink, RuntimeParts},
     events::{Event, Exec, Net, Open},
@@ -117,6 +118,8 @@ const QUIET: Duration = Duration::from_secs(3);
 const MAX_DISMISSED: usize = 65_536;
 /// How often home directories are looked for.
 const HOMES_EVERY: Duration = Duration::from_secs(30);
+/// How often cached containers whose cgroup is gone are forgotten.
+const CONTAINERS_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Lineages with no event for this long are forgotten.
 const LINEAGE_TTL: Duration = Duration::from_secs(30 * 60);
 
@@ -195,6 +198,10 @@ pub struct Detector {
     /// The kernel's egress drop count when held connections were last closed.
     egress_drops_seen: u64,
     pub alert_errors: u64,
+    /// Names the container, pod and image of an alert's process.
+    containers: ContainerResolver,
+    /// When the container cache was last pruned of cgroups that are gone.
+    containers_pruned: Instant,
 }
 
 impl Detector {
@@ -229,6 +236,8 @@ impl Detector {
             alerts_written: 0,
             egress_drops_seen: 0,
             alert_errors: 0,
+            containers: ContainerResolver::new(crate::config::ContainerSettings::default()),
+            containers_pruned: Instant::now(),
         }
     }
 
@@ -244,6 +253,14 @@ impl Detector {
     pub fn set_config(&mut self, config: crate::config::Config, cli: crate::run::RunOptions) {
         self.config = config;
         self.cli = Some(cli);
+        self.apply_container_settings();
+    }
+
+    /// A new container resolver (and an empty cache) when `[containers]` changed.
+    fn apply_container_settings(&mut self) {
+        if *self.containers.settings() != self.config.containers {
+            self.containers = ContainerResolver::new(self.config.containers.clone());
+        }
     }
 
     /// Whether configuration says not to report `alert`: its rule is off, or an allow
@@ -252,18 +269,7 @@ impl Detector {
         if !self.config.rule_enabled(alert.rule) {
             return Some(format!("rule {} is disabled", alert.rule));
         }
-        let hook = alert.startup_hook.as_ref();
-        let dest = alert.destination.as_ref();
-        let facts = crate::config::AlertFacts {
-            exe: Some(alert.process.exe.as_str()).filter(|e| !e.is_empty()),
-            hook_sha256: hook.map(|h| h.sha256.as_str()),
-            distribution: hook.and_then(|h| h.distribution.as_deref()),
-            dest: dest.and_then(|d| d.address.parse().ok()),
-            port: dest.map(|d| d.port),
-            container_image: None,
-            k8s_namespace: None,
-        };
-        let entry = self.config.allow.allows(alert.rule, &facts)?;
+        let entry = self.config.allow.allows(alert.rule, &alert_facts(alert))?;
         let reason = entry.reason.as_deref().unwrap_or("(no reason given)");
         tracing::info!(
             rule = alert.rule,
@@ -944,7 +950,10 @@ impl Detector {
         }
     }
 
-    fn emit(&mut self, alert: Alert) {
+    fn emit(&mut self, mut alert: Alert) {
+        // Before the allowlist: entries by image and namespace match what this finds.
+        self.containers
+            .fill(&mut alert.container, alert.process.pid);
         if let Some(reason) = self.suppressed(&alert) {
             self.alerts_allowed += 1;
             if let Some(j) = self.journal.as_mut() {
@@ -1033,6 +1042,10 @@ impl Detector {
             l.last_seen
                 .is_none_or(|t| now.duration_since(t) < LINEAGE_TTL)
         });
+        if now.duration_since(self.containers_pruned) >= CONTAINERS_PRUNE_EVERY {
+            self.containers_pruned = now;
+            self.containers.prune();
+        }
     }
 }
 
@@ -1084,6 +1097,7 @@ impl Detector {
         tracing::info!(mode = ?modes.kernel(), "configuration reloaded");
         self.modes = modes;
         self.config = config;
+        self.apply_container_settings();
     }
 }
 
@@ -1292,6 +1306,22 @@ fn is_metadata_service(addr: std::net::IpAddr) -> bool {
                 b as u32,
             ])
         }
+    }
+}
+
+/// What `[[allow]]` entries match of an alert (its container filled in by
+/// [`ContainerResolver::fill`] first).
+pub(crate) fn alert_facts(alert: &Alert) -> crate::config::AlertFacts<'_> {
+    let hook = alert.startup_hook.as_ref();
+    let dest = alert.destination.as_ref();
+    crate::config::AlertFacts {
+        exe: Some(alert.process.exe.as_str()).filter(|e| !e.is_empty()),
+        hook_sha256: hook.map(|h| h.sha256.as_str()),
+        distribution: hook.and_then(|h| h.distribution.as_deref()),
+        dest: dest.and_then(|d| d.address.parse().ok()),
+        port: dest.map(|d| d.port),
+        container_image: alert.container.image.as_deref(),
+        k8s_namespace: alert.container.pod_namespace.as_deref(),
     }
 }
 

@@ -17,6 +17,7 @@ mod btf;
 mod check;
 mod cli;
 pub mod config;
+mod containers;
 mod credentials;
 mod daemon;
 mod detect;

@@ -918,6 +918,12 @@ fn the_daemonset_watches_every_node_with_the_units_capabilities() {
         ("/home", true),
         ("/root", true),
         ("/var/lib/pthwatch", false),
+        // Container awareness: the runtimes' and kubelet's state, where [containers]
+        // looks by default.
+        ("/run/containerd/io.containerd.runtime.v2.task", true),
+        ("/run/containers/storage/overlay-containers", true),
+        ("/var/lib/docker/containers", true),
+        ("/var/log/pods", true),
     ] {
         let mount = host_mounts
             .get(host)

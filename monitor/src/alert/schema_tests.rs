@@ -170,6 +170,9 @@ fn persistence_killed() -> Alert {
             cgroup: Some("/kubepods.slice/kubepods-pod1234.slice/cri-containerd-abc.scope".into()),
             container_id: Some("abc123".into()),
             pod_uid: Some("1234abcd-0000-4000-8000-00000000abcd".into()),
+            image: Some("registry.example.com/ci/python:3.12".into()),
+            pod_name: Some("build-runner-7f9c".into()),
+            pod_namespace: Some("ci".into()),
         },
         lineage_id: u64::MAX,
     }

@@ -175,6 +175,12 @@ pub fn cgroup2_root() -> Result<PathBuf, MountError> {
     Ok(PathBuf::from(PRIVATE_CGROUP2))
 }
 
+/// Where the cgroup v2 hierarchy is mounted, without mounting one when there is none.
+pub fn cgroup2_mounted() -> Option<PathBuf> {
+    let preferred = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified", PRIVATE_CGROUP2];
+    find_in(&mounts().ok()?, "cgroup2", &preferred)
+}
+
 /// Runs `f` with `fstype` visible: at its mount point when it is mounted, otherwise mounted
 /// at `target` in a private mount namespace of a helper thread, so that looking leaves no
 /// mount behind (the namespace dies with the thread).

@@ -178,5 +178,11 @@ pub(super) fn summary(c: &Config) -> String {
         let _ = write!(s, ", disabled: {}", names.join(", "));
     }
     s.push('\n');
+    let containers = if c.containers.metadata {
+        "cgroup, image and pod from the node's runtime files"
+    } else {
+        "cgroup only (metadata = false)"
+    };
+    let _ = writeln!(s, "  containers   {containers}");
     s
 }

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::detect::RULES;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "daemon",
     "rules",
     "allow",
@@ -27,6 +27,7 @@ const SECTIONS: [&str; 7] = [
     "event_log",
     "metrics",
     "credentials",
+    "containers",
 ];
 
 /// The configuration `text` describes (defaults where it is wrong) and every problem found.
@@ -53,6 +54,7 @@ pub(super) fn analyse(text: &str, file: &Path, check_files: bool) -> (Config, Ve
             "event_log" => read_into(value, &at, out, &mut config.event_log),
             "metrics" => read_into(value, &at, out, &mut config.metrics),
             "credentials" => read_into(value, &at, out, &mut config.credentials),
+            "containers" => read_into(value, &at, out, &mut config.containers),
             other => out.push(unknown("section", other, &SECTIONS, at.clone()).at(key.span())),
         }
     }
@@ -60,6 +62,7 @@ pub(super) fn analyse(text: &str, file: &Path, check_files: bool) -> (Config, Ve
     validate::event_log(&config.event_log, out);
     validate::metrics(&config.metrics, out);
     validate::credentials(&config.credentials, out);
+    validate::containers(&config.containers, out);
     if check_files {
         validate::event_log_files(&config.event_log, out);
     }

@@ -1,5 +1,5 @@
-//! The plain sections: `[daemon]`, `[rules.<name>]`, `[event_log]`, `[metrics]` and
-//! `[credentials]`. Their defaults are the ones `packaging/pthwatch.toml` documents.
+//! The plain sections: `[daemon]`, `[rules.<name>]`, `[event_log]`, `[metrics]`,
+//! `[credentials]` and `[containers]`. Their defaults are the ones `packaging/pthwatch.toml` documents.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -204,6 +204,47 @@ impl CredentialSettings {
 
     pub fn category_enabled(&self, category: Category) -> bool {
         !self.disable_categories.contains(&category)
+    }
+}
+
+/// `[containers]`: where the node's container runtimes and kubelet keep what names a
+/// container's image and pod.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContainerSettings {
+    /// Read the runtimes' and kubelet's files for image, pod name and namespace.
+    pub metadata: bool,
+    /// containerd's task bundles: `<dir>/<namespace>/<id>/config.json`.
+    pub containerd_tasks: PathBuf,
+    /// CRI-O's containers: `<dir>/<id>/userdata/config.json`.
+    pub crio_containers: PathBuf,
+    /// Docker's containers: `<dir>/<id>/config.v2.json`.
+    pub docker_containers: PathBuf,
+    /// The kubelet's pod log directories: `<dir>/<namespace>_<name>_<uid>/`.
+    pub pod_logs: PathBuf,
+    /// Larger files are not read.
+    pub max_file_bytes: u64,
+    /// Containers (and cgroups) remembered.
+    pub cache_entries: u32,
+}
+
+impl ContainerSettings {
+    pub const MIN_FILE_BYTES: u64 = 4096;
+    pub const MAX_FILE_BYTES: u64 = 64 << 20;
+    pub const MAX_CACHE_ENTRIES: u32 = 65_536;
+}
+
+impl Default for ContainerSettings {
+    fn default() -> Self {
+        Self {
+            metadata: true,
+            containerd_tasks: PathBuf::from("/run/containerd/io.containerd.runtime.v2.task"),
+            crio_containers: PathBuf::from("/run/containers/storage/overlay-containers"),
+            docker_containers: PathBuf::from("/var/lib/docker/containers"),
+            pod_logs: PathBuf::from("/var/log/pods"),
+            max_file_bytes: 1 << 20,
+            cache_entries: 1024,
+        }
     }
 }
 

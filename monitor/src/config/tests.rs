@@ -73,6 +73,7 @@ fn config_default_file_documents_every_key() {
         ("event_log", keys_of::<EventLogSettings>()),
         ("metrics", keys_of::<MetricsSettings>()),
         ("credentials", keys_of::<CredentialSettings>()),
+        ("containers", keys_of::<ContainerSettings>()),
     ];
     for (section, keys) in sections {
         assert!(!keys.is_empty());
@@ -247,7 +248,7 @@ fn config_unknown_key_names_it_and_the_allowed_keys() {
     );
     assert_eq!(
         only("[metric]\nenabled = true\n"),
-        "t.toml:1:2: error: metric: unknown section `metric` (did you mean `metrics`?); sections are: daemon, rules, allow, alerts, event_log, metrics, credentials"
+        "t.toml:1:2: error: metric: unknown section `metric` (did you mean `metrics`?); sections are: daemon, rules, allow, alerts, event_log, metrics, credentials, containers"
     );
     assert_eq!(
         only("[rules.hook_persistance]\nmode = \"kill\"\n"),
@@ -278,6 +279,22 @@ fn config_values_out_of_their_set() {
         (
             "[rules.hook_persistence]\nmode = \"blok\"\n",
             "t.toml:2:8: error: rules.hook_persistence.mode: unknown value `blok` (did you mean `block`?); allowed: alert, block, kill, inherit",
+        ),
+        (
+            "[containers]\nmax_file_bytes = 10\n",
+            "t.toml:2:18: error: containers.max_file_bytes: 10 is out of range; allowed: 4096 (4 KiB) to 67108864 (64 MiB), e.g. 1048576 (1 MiB)",
+        ),
+        (
+            "[containers]\ncache_entries = 0\n",
+            "t.toml:2:17: error: containers.cache_entries: 0 is out of range; allowed: 1 to 65536 containers",
+        ),
+        (
+            "[containers]\ncontainerd_tasks = \"run/containerd\"\n",
+            "t.toml:2:20: error: containers.containerd_tasks: `run/containerd` is relative; give an absolute path (pthwatch does not run from a fixed directory)",
+        ),
+        (
+            "[containers]\nmetdata = false\n",
+            "t.toml:2:1: error: containers.metdata: unknown key `metdata` (did you mean `metadata`?); keys are: metadata, containerd_tasks, crio_containers, docker_containers, pod_logs, max_file_bytes, cache_entries",
         ),
         (
             "[daemon]\nprobation_opens = 5000\n",

@@ -7,7 +7,10 @@ use std::{fs, io, os::unix::fs::PermissionsExt as _, path::Path};
 use super::{
     allow::{AllowEntry, MATCHERS},
     diag::{Finding, KeyPath},
-    settings::{CredentialSettings, DaemonSettings, EventLogSettings, MetricsSettings, split_name},
+    settings::{
+        ContainerSettings, CredentialSettings, DaemonSettings, EventLogSettings, MetricsSettings,
+        split_name,
+    },
     sink::{Sink, absolute},
 };
 use crate::{
@@ -184,6 +187,41 @@ pub(super) fn credentials(c: &CredentialSettings, out: &mut Vec<Finding>) {
         out.push(Finding::warning(
             at.key("disable_categories"),
             "`custom` is the category of extra_paths and extra_names: disabling it ignores them",
+        ));
+    }
+}
+
+pub(super) fn containers(c: &ContainerSettings, out: &mut Vec<Finding>) {
+    let at = KeyPath::root().key("containers");
+    for (key, path) in [
+        ("containerd_tasks", &c.containerd_tasks),
+        ("crio_containers", &c.crio_containers),
+        ("docker_containers", &c.docker_containers),
+        ("pod_logs", &c.pod_logs),
+    ] {
+        absolute(path, &at.key(key), out);
+    }
+    let bytes = (
+        ContainerSettings::MIN_FILE_BYTES,
+        ContainerSettings::MAX_FILE_BYTES,
+    );
+    if !(bytes.0..=bytes.1).contains(&c.max_file_bytes) {
+        out.push(Finding::error(
+            at.key("max_file_bytes"),
+            format!(
+                "{} is out of range; allowed: {} (4 KiB) to {} (64 MiB), e.g. 1048576 (1 MiB)",
+                c.max_file_bytes, bytes.0, bytes.1
+            ),
+        ));
+    }
+    if !(1..=ContainerSettings::MAX_CACHE_ENTRIES).contains(&c.cache_entries) {
+        out.push(Finding::error(
+            at.key("cache_entries"),
+            format!(
+                "{} is out of range; allowed: 1 to {} containers",
+                c.cache_entries,
+                ContainerSettings::MAX_CACHE_ENTRIES
+            ),
         ));
     }
 }

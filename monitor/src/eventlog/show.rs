@@ -121,10 +121,22 @@ pub fn render_incident(alert: &Record, reports: u64, related: &[Record]) -> Stri
     let lineage_id = d.get("lineage_id").and_then(Value::as_u64).unwrap_or(0);
     field("lineage", lineage_id.to_string());
     if let Some(c) = text("/container/container_id") {
-        field("container", c);
+        let image = text("/container/image").map_or(String::new(), |i| format!(" ({i})"));
+        field("container", format!("{c}{image}"));
     }
-    if let Some(p) = text("/container/pod_uid") {
-        field("pod", p);
+    let pod = match (
+        text("/container/pod_namespace"),
+        text("/container/pod_name"),
+    ) {
+        (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
+        (None, Some(name)) => Some(name),
+        _ => None,
+    };
+    match (pod, text("/container/pod_uid")) {
+        (Some(pod), Some(uid)) => field("pod", format!("{pod} (uid {uid})")),
+        (Some(pod), None) => field("pod", pod),
+        (None, Some(uid)) => field("pod", uid),
+        (None, None) => {}
     }
     let again = if reports > 1 {
         format!(" (reported {reports} times; this is the last)")

@@ -852,6 +852,22 @@ fn the_query_table_lines_up_and_json_round_trips() {
     // Control characters from a hostile executable name are escaped.
     let hostile = record(log.lines().nth(4).unwrap());
     assert!(render_incident(&alert, 1, &[hostile]).contains("/bin/sh\\u{1b}[2J"));
+    // The container, its image and the pod, when the alert names them.
+    let mut in_pod = alert.clone();
+    in_pod.data["container"] = json!({
+        "cgroup_id": 7, "container_id": "4f7e", "image": "registry.example.com/ci/python:3.12",
+        "pod_uid": "0d1c2b3a-4e5f-4a6b-8c7d-9e8f7a6b5c4d", "pod_name": "runner-7f9c",
+        "pod_namespace": "ci",
+    });
+    let text = render_incident(&in_pod, 1, &[]);
+    assert!(
+        text.contains("\n  container 4f7e (registry.example.com/ci/python:3.12)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  pod       ci/runner-7f9c (uid 0d1c2b3a-4e5f-4a6b-8c7d-9e8f7a6b5c4d)\n"),
+        "{text}"
+    );
 
     let dir = Scratch::new("query-cli");
     let path = dir.file("events.jsonl");

@@ -101,6 +101,20 @@ pub fn falcosidekick(alert: &Alert) -> Value {
     if let Some(v) = &c.pod_uid {
         put("k8s.pod.uid", json!(v));
     }
+    if let Some(image) = &c.image {
+        let (repository, tag) = split_image(image);
+        put("container.image", json!(image));
+        put("container.image.repository", json!(repository));
+        if let Some(tag) = tag {
+            put("container.image.tag", json!(tag));
+        }
+    }
+    if let Some(v) = &c.pod_namespace {
+        put("k8s.ns.name", json!(v));
+    }
+    if let Some(v) = &c.pod_name {
+        put("k8s.pod.name", json!(v));
+    }
     json!({
         "output": alert.summary,
         "priority": priority(alert.severity),
@@ -111,4 +125,15 @@ pub fn falcosidekick(alert: &Alert) -> Value {
         "tags": ["pthwatch", alert.rule, action_name(alert.action)],
         "hostname": alert.host,
     })
+}
+
+/// An image reference's repository and tag, as Falco splits them:
+/// `registry:5000/team/app:1.2@sha256:...` is `registry:5000/team/app` and `1.2`.
+pub fn split_image(image: &str) -> (&str, Option<&str>) {
+    let named = image.split_once('@').map_or(image, |(n, _)| n);
+    let last = named.rfind('/').map_or(0, |i| i + 1);
+    match named[last..].rfind(':') {
+        Some(i) => (&named[..last + i], Some(&named[last + i + 1..])),
+        None => (named, None),
+    }
 }

@@ -393,6 +393,8 @@ fn falcosidekick_form_maps_priority_and_flattens_fields() {
     assert_eq!(f["container.id"], "c0ffee");
     assert_eq!(f["pthwatch.alert_id"], "a1");
     assert!(f.get("k8s.pod.uid").is_none(), "absent facts are left out");
+    assert!(f.get("container.image").is_none());
+    assert!(f.get("k8s.ns.name").is_none());
     let names = [
         (Severity::Critical, "Critical"),
         (Severity::High, "Error"),
@@ -406,6 +408,41 @@ fn falcosidekick_form_maps_priority_and_flattens_fields() {
     // The pthwatch format is the alert object itself.
     let body = payload::body(WebhookFormat::Pthwatch, &a).expect("body");
     assert_eq!(body, serde_json::to_vec(&a).expect("json"));
+}
+
+#[test]
+fn falcosidekick_form_names_the_image_pod_and_namespace_as_falco_does() {
+    let mut a = sample_alert("a2", Severity::High);
+    a.container.pod_uid = Some("0d1c2b3a-4e5f-4a6b-8c7d-000000001234".into());
+    a.container.image = Some("registry.example.com:5000/ci/python:3.12@sha256:00ff".into());
+    a.container.pod_name = Some("runner-7f9c".into());
+    a.container.pod_namespace = Some("ci".into());
+    let v = payload::falcosidekick(&a);
+    let f = &v["output_fields"];
+    assert_eq!(
+        f["container.image"],
+        "registry.example.com:5000/ci/python:3.12@sha256:00ff"
+    );
+    assert_eq!(
+        f["container.image.repository"],
+        "registry.example.com:5000/ci/python"
+    );
+    assert_eq!(f["container.image.tag"], "3.12");
+    assert_eq!(f["k8s.ns.name"], "ci");
+    assert_eq!(f["k8s.pod.name"], "runner-7f9c");
+    assert_eq!(f["k8s.pod.uid"], "0d1c2b3a-4e5f-4a6b-8c7d-000000001234");
+    for (image, repo, tag) in [
+        ("python", "python", None),
+        ("python:3.12", "python", Some("3.12")),
+        ("localhost:5000/app", "localhost:5000/app", None),
+        (
+            "docker.io/library/python@sha256:ab",
+            "docker.io/library/python",
+            None,
+        ),
+    ] {
+        assert_eq!(payload::split_image(image), (repo, tag), "{image}");
+    }
 }
 
 #[test]
