@@ -700,6 +700,9 @@ impl Detector {
         if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
             return;
         }
+        // The exec may be the first the daemon hears of the lineage: know it before the
+        // record, so that the record counts towards the lineage's cap.
+        self.lineage(h.lineage, h.tgid);
         self.journal_activity(
             Kind::Process,
             h.lineage,
