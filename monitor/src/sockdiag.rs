@@ -100,7 +100,7 @@ pub fn close_denied(sensors: &crate::sensors::Sensors, when: &str) -> usize {
         Err(e) => {
             tracing::error!(
                 error = %e,
-                "DEGRADED: could not close the connections of a denied lineage (SOCK_DESTROY needs CONFIG_INET_DIAG_DESTROY and CAP_NET_ADMIN); their packets are dropped while pthwatch runs"
+                "DEGRADED: could not close the connections of a denied lineage (SOCK_DESTROY needs the tcp_diag module, CONFIG_INET_DIAG_DESTROY and CAP_NET_ADMIN); their packets are dropped while pthwatch runs"
             );
             0
         }

@@ -185,7 +185,11 @@ fn locate(root: &Path, package: &Package) -> Result<Kernel> {
 
 /// The modules the guest's init loads, by name: the virtio PCI transport and the 9p
 /// filesystem over it. Whichever the kernel has built in are skipped.
-pub const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p"];
+/// `tcp_diag` (with `inet_diag`): the sock_diag handler pthwatch closes a denied lineage's
+/// connections through. A booted host loads it on demand (`modprobe` by alias); the guest
+/// cannot, as its modules are reachable only when the host has a `/usr/lib/modules` to
+/// mount them over.
+pub const GUEST_MODULES: &[&str] = &["virtio_pci", "9pnet_virtio", "9p", "tcp_diag"];
 
 /// Module name of a `modules.dep` path: `kernel/fs/9p/9p.ko.xz` is `9p`; `-` and `_` are
 /// the same to the kernel.
