@@ -97,6 +97,31 @@ pub fn probe() -> CapabilityReport {
     }
 }
 
+/// The backend the daemon should try at start-up, by the same BPF LSM checks and rule
+/// as `pthwatch check` (bpf in the active LSM list, a `file_open` program loads and
+/// attaches), with the reason when it is the tracepoint backend.
+pub fn preferred_backend(btf: &crate::btf::Btf) -> (Backend, String) {
+    let mut c = Checks::default();
+    probes::lsm(&mut c, Some(btf));
+    let find = |id: &str| c.0.iter().find(|check| check.id == id);
+    let active = find("lsm.active");
+    let attach = find("lsm.file_open");
+    let listed = active.is_none_or(|a| a.status != Status::No);
+    match attach {
+        Some(a) if listed && a.status == Status::Yes => (Backend::Lsm, a.detail.clone()),
+        _ => {
+            let why = [active, attach]
+                .into_iter()
+                .flatten()
+                .find(|check| check.status != Status::Yes)
+                .map_or_else(String::new, |check| {
+                    format!("{}: {}", check.what, check.detail)
+                });
+            (Backend::Tracepoint, why)
+        }
+    }
+}
+
 /// Picks the backend and explains what is degraded or blocking, from the checks alone.
 /// Each message says what pthwatch cannot do, then its cause.
 fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
@@ -237,11 +262,7 @@ impl fmt::Display for CapabilityReport {
             };
             writeln!(f, "  {:<width$}  {status:<7}  {}", c.what, c.detail)?;
         }
-        let backend = match self.backend {
-            Some(Backend::Lsm) => "BPF LSM",
-            Some(Backend::Tracepoint) => "tracepoints",
-            None => "none",
-        };
+        let backend = self.backend.map_or("none", Backend::describe);
         writeln!(f, "\nbackend: {backend}")?;
         for (title, items) in [
             ("degraded", &self.degraded),

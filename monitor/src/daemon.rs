@@ -15,7 +15,7 @@ use crate::{
     check::mounts,
     events::{self, Event},
     proctable::ProcessTable,
-    sensors::{self, SensorOptions, Sensors},
+    sensors::{self, Backend, SensorOptions, Sensors},
 };
 
 /// Everything loaded and attached, ready to stream events.
@@ -35,10 +35,16 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
     }
     let cgroup =
         mounts::cgroup2_root().context("cgroup v2 is needed for in-kernel network decisions")?;
-    let offsets = Btf::from_sys_fs()
-        .and_then(|btf| btf.kernel_offsets())
+    let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+    let offsets = btf
+        .kernel_offsets()
         .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
-    let mut sensors = sensors::load_tracepoint_backend(opts, &offsets, &tracefs, &cgroup)?;
+    let (want, why) = crate::check::preferred_backend(&btf);
+    drop(btf);
+    if want == Backend::Tracepoint {
+        tracing::info!(reason = %why, "BPF LSM not usable here: using the tracepoint backend");
+    }
+    let mut sensors = sensors::load_sensors(opts, &offsets, &tracefs, &cgroup, want)?;
     let procs = ProcessTable::seed_from_procfs();
     let mut seeded = 0usize;
     for (tgid, start_ns, ppid, flags) in procs.python_lineages() {
@@ -59,7 +65,7 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
         }
     }
     tracing::info!(
-        backend = ?sensors.backend,
+        backend = sensors.backend.describe(),
         processes = procs.len(),
         python_lineages = seeded,
         "sensors attached"
