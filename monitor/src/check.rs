@@ -83,6 +83,8 @@ pub fn probe() -> CapabilityReport {
         probes::btf_hooks(&mut c, btf);
     }
     probes::lsm(&mut c, btf.as_ref());
+    let offsets = btf.as_ref().and_then(|b| b.kernel_offsets().ok());
+    own::lsm_programs(&mut c, offsets.as_ref());
     perf::perf_hooks(&mut c);
     probes::filesystems(&mut c);
     c.0.sort_by_key(|check| section_of(check.id).0);
@@ -164,7 +166,9 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
             cause("hook.tp_btf")
         ));
     }
-    let lsm = ok("lsm.file_open") && find("lsm.active").is_none_or(|c| c.status != Status::No);
+    let lsm = ok("lsm.file_open")
+        && find("lsm.active").is_none_or(|c| c.status != Status::No)
+        && find("lsm.own_programs").is_none_or(|c| c.status == Status::Yes);
     let tracepoints = ok("program.tracepoint") && ok("hook.syscall_tracepoints");
     if !lsm && !tracepoints {
         cannot.push(format!(
@@ -177,6 +181,8 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
     if !lsm {
         let id = if find("lsm.active").is_some_and(|c| c.status == Status::No) {
             "lsm.active"
+        } else if ok("lsm.file_open") {
+            "lsm.own_programs"
         } else {
             "lsm.file_open"
         };
@@ -199,11 +205,14 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
     }
     // One line per lost capability: its first cause.
     let first_missing = |ids: &[&'static str]| ids.iter().copied().find(|id| !ok(id));
-    if let Some(id) = first_missing(&[
-        "privileges.net_admin",
-        "program.cgroup_sock_addr",
-        "program.own_sock_addr",
-    ]) {
+    // Under the LSM backend the socket hooks deny; the cgroup programs are not used.
+    if !lsm
+        && let Some(id) = first_missing(&[
+            "privileges.net_admin",
+            "program.cgroup_sock_addr",
+            "program.own_sock_addr",
+        ])
+    {
         degraded.push(format!(
             "network attempts are reported but cannot be denied in the kernel. {}",
             cause(id)

@@ -75,6 +75,32 @@ fn the_lsm_backend_is_used_wherever_the_kernel_allows_it() {
     } else {
         assert_eq!(reported_by, "openat", "{:#}", opens[0]);
     }
+    if let Some(left) = lsm_programs_loaded() {
+        assert_eq!(
+            left, 0,
+            "pthwatch's LSM programs stayed loaded after it stopped"
+        );
+    }
+}
+
+/// How many of pthwatch's LSM programs the kernel has loaded (`None` without bpftool).
+fn lsm_programs_loaded() -> Option<usize> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .ok()?;
+    let progs: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        progs
+            .as_array()?
+            .iter()
+            .filter(|p| {
+                p["name"]
+                    .as_str()
+                    .is_some_and(|n| n == "open_lsm" || n.starts_with("net_lsm_"))
+            })
+            .count(),
+    )
 }
 
 /// A hook's child opens `~/.aws/credentials` through io_uring (IORING_OP_OPENAT), which

@@ -23,7 +23,10 @@ use monitor_common::{
 use serde::Serialize;
 
 pub use self::tracepoint::load_sensors;
-pub(crate) use self::tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS};
+pub(crate) use self::{
+    lsm::LSM_PROGRAMS,
+    tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
+};
 
 /// The object built by `build.rs` from `monitor-ebpf`.
 pub(crate) static EBPF_OBJECT: &[u8] =
