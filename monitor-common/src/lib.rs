@@ -159,6 +159,8 @@ pub mod open_source {
     pub const OPENAT: u32 = 2;
     pub const OPENAT2: u32 = 3;
     pub const CREAT: u32 = 4;
+    /// The BPF LSM `file_open` hook (any open: syscalls, io_uring, exec; no descriptor yet).
+    pub const LSM_FILE_OPEN: u32 = 5;
 }
 
 /// Which probe produced a network event.
@@ -173,6 +175,11 @@ pub mod net_source {
     /// A packet of a socket owned by a tainted lineage reached cgroup egress.
     pub const CG_EGRESS: u32 = 8;
     pub const TP_SENDMMSG: u32 = 9;
+    /// The BPF LSM `socket_connect` hook (Internet families).
+    pub const LSM_CONNECT: u32 = 10;
+    /// The BPF LSM `socket_sendmsg` hook: a send naming an Internet destination, or a
+    /// send denied on a socket connected earlier (then it names only the socket cookie).
+    pub const LSM_SENDMSG: u32 = 11;
 }
 
 /// What the kernel did with a network attempt.
@@ -529,10 +536,20 @@ pub struct Offsets {
     pub bprm_file: u32,
     pub user_msghdr_msg_name: u32,
     pub user_msghdr_msg_namelen: u32,
+    /// `struct socket::sk` (BPF LSM socket hooks).
+    pub socket_sk: u32,
+    /// `struct sock::sk_protocol`.
+    pub sock_sk_protocol: u32,
+    /// `struct sock_common::skc_family` (a `struct sock` starts with its `sock_common`).
+    pub sock_common_skc_family: u32,
+    /// The kernel's `struct msghdr::msg_name` / `msg_namelen` (BPF LSM `socket_sendmsg`).
+    pub msghdr_msg_name: u32,
+    pub msghdr_msg_namelen: u32,
+    pub _pad: u32,
     /// Non-zero once filled in: the programs do nothing until userspace has set offsets.
     pub valid: u32,
 }
-const _: () = assert!(size_of::<Offsets>() == 32 * 4);
+const _: () = assert!(size_of::<Offsets>() == 38 * 4);
 
 #[cfg(feature = "user")]
 mod pod {

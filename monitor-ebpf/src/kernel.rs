@@ -48,6 +48,12 @@ static OFFSETS: Offsets = Offsets {
     bprm_file: 0,
     user_msghdr_msg_name: 0,
     user_msghdr_msg_namelen: 0,
+    socket_sk: 0,
+    sock_sk_protocol: 0,
+    sock_common_skc_family: 0,
+    msghdr_msg_name: 0,
+    msghdr_msg_namelen: 0,
+    _pad: 0,
     valid: 0,
 };
 

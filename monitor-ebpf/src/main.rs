@@ -1,4 +1,6 @@
-//! pthwatch's kernel programs (tracepoint backend).
+//! pthwatch's kernel programs, for both backends: the tracepoint backend and the BPF LSM
+//! backend (whose `file_open`, `socket_connect` and `socket_sendmsg` programs share their
+//! decisions with the open tracepoints and the cgroup network programs).
 //!
 //! Every probe starts with one lookup of the current thread group in `PROCS`; a process
 //! that is not tracked costs that lookup and nothing else. Tracked processes are Python

@@ -509,6 +509,12 @@ impl Btf {
             bprm_file: o("linux_binprm", "file")?,
             user_msghdr_msg_name: o("user_msghdr", "msg_name")?,
             user_msghdr_msg_namelen: o("user_msghdr", "msg_namelen")?,
+            socket_sk: o("socket", "sk")?,
+            sock_sk_protocol: o("sock", "sk_protocol")?,
+            sock_common_skc_family: o("sock_common", "skc_family")?,
+            msghdr_msg_name: o("msghdr", "msg_name")?,
+            msghdr_msg_namelen: o("msghdr", "msg_namelen")?,
+            _pad: 0,
             valid: 1,
         })
     }

@@ -83,6 +83,8 @@ pub fn probe() -> CapabilityReport {
         probes::btf_hooks(&mut c, btf);
     }
     probes::lsm(&mut c, btf.as_ref());
+    let offsets = btf.as_ref().and_then(|b| b.kernel_offsets().ok());
+    own::lsm_programs(&mut c, offsets.as_ref());
     perf::perf_hooks(&mut c);
     probes::filesystems(&mut c);
     c.0.sort_by_key(|check| section_of(check.id).0);
@@ -94,6 +96,31 @@ pub fn probe() -> CapabilityReport {
         backend,
         degraded,
         cannot_protect,
+    }
+}
+
+/// The backend the daemon should try at start-up, by the same BPF LSM checks and rule
+/// as `pthwatch check` (bpf in the active LSM list, a `file_open` program loads and
+/// attaches), with the reason when it is the tracepoint backend.
+pub fn preferred_backend(btf: &crate::btf::Btf) -> (Backend, String) {
+    let mut c = Checks::default();
+    probes::lsm(&mut c, Some(btf));
+    let find = |id: &str| c.0.iter().find(|check| check.id == id);
+    let active = find("lsm.active");
+    let attach = find("lsm.file_open");
+    let listed = active.is_none_or(|a| a.status != Status::No);
+    match attach {
+        Some(a) if listed && a.status == Status::Yes => (Backend::Lsm, a.detail.clone()),
+        _ => {
+            let why = [active, attach]
+                .into_iter()
+                .flatten()
+                .find(|check| check.status != Status::Yes)
+                .map_or_else(String::new, |check| {
+                    format!("{}: {}", check.what, check.detail)
+                });
+            (Backend::Tracepoint, why)
+        }
     }
 }
 
@@ -139,7 +166,9 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
             cause("hook.tp_btf")
         ));
     }
-    let lsm = ok("lsm.file_open") && find("lsm.active").is_none_or(|c| c.status != Status::No);
+    let lsm = ok("lsm.file_open")
+        && find("lsm.active").is_none_or(|c| c.status != Status::No)
+        && find("lsm.own_programs").is_none_or(|c| c.status == Status::Yes);
     let tracepoints = ok("program.tracepoint") && ok("hook.syscall_tracepoints");
     if !lsm && !tracepoints {
         cannot.push(format!(
@@ -152,6 +181,8 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
     if !lsm {
         let id = if find("lsm.active").is_some_and(|c| c.status == Status::No) {
             "lsm.active"
+        } else if ok("lsm.file_open") {
+            "lsm.own_programs"
         } else {
             "lsm.file_open"
         };
@@ -174,11 +205,14 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
     }
     // One line per lost capability: its first cause.
     let first_missing = |ids: &[&'static str]| ids.iter().copied().find(|id| !ok(id));
-    if let Some(id) = first_missing(&[
-        "privileges.net_admin",
-        "program.cgroup_sock_addr",
-        "program.own_sock_addr",
-    ]) {
+    // Under the LSM backend the socket hooks deny; the cgroup programs are not used.
+    if !lsm
+        && let Some(id) = first_missing(&[
+            "privileges.net_admin",
+            "program.cgroup_sock_addr",
+            "program.own_sock_addr",
+        ])
+    {
         degraded.push(format!(
             "network attempts are reported but cannot be denied in the kernel. {}",
             cause(id)
@@ -237,11 +271,7 @@ impl fmt::Display for CapabilityReport {
             };
             writeln!(f, "  {:<width$}  {status:<7}  {}", c.what, c.detail)?;
         }
-        let backend = match self.backend {
-            Some(Backend::Lsm) => "BPF LSM",
-            Some(Backend::Tracepoint) => "tracepoints",
-            None => "none",
-        };
+        let backend = self.backend.map_or("none", Backend::describe);
         writeln!(f, "\nbackend: {backend}")?;
         for (title, items) in [
             ("degraded", &self.degraded),

@@ -15,7 +15,7 @@ use crate::{
     check::mounts,
     events::{self, Event},
     proctable::ProcessTable,
-    sensors::{self, SensorOptions, Sensors},
+    sensors::{self, Backend, SensorOptions, Sensors},
 };
 
 /// Everything loaded and attached, ready to stream events.
@@ -33,9 +33,20 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
     if let Err(e) = mounts::ensure_bpffs() {
         tracing::warn!(error = %e, "bpffs unavailable: maps and links cannot be pinned");
     }
+    let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+    let offsets = btf
+        .kernel_offsets()
+        .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
+    let (want, why) = crate::check::preferred_backend(&btf);
+    drop(btf);
+    if want == Backend::Tracepoint {
+        tracing::info!(reason = %why, "BPF LSM not usable here: using the tracepoint backend");
+    }
+    // The tracepoint backend denies connects from the cgroup v2 root; the LSM backend
+    // needs it only for the egress program.
     let cgroup = match mounts::cgroup2_root() {
         Ok(root) => Some(root),
-        Err(e) if opts.enforcing() => {
+        Err(e) if opts.enforcing() && want == Backend::Tracepoint => {
             return Err(anyhow::Error::new(e).context(
                 "blocking needs the cgroup v2 hierarchy to deny connects in the kernel; run in alert mode, or see `pthwatch check`",
             ));
@@ -43,16 +54,12 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
         Err(e) => {
             tracing::error!(
                 error = %e,
-                "DEGRADED: no cgroup v2 hierarchy: network attempts are seen by the syscall tracepoints and reported, but nothing can be denied in the kernel",
+                "DEGRADED: no cgroup v2 hierarchy: packets of sockets a hook opened before it read credentials are not dropped, and without BPF LSM network attempts are only reported",
             );
             None
         }
     };
-    let offsets = Btf::from_sys_fs()
-        .and_then(|btf| btf.kernel_offsets())
-        .context("reading kernel structure offsets from /sys/kernel/btf/vmlinux")?;
-    let mut sensors =
-        sensors::load_tracepoint_backend(opts, &offsets, &tracefs, cgroup.as_deref())?;
+    let mut sensors = sensors::load_sensors(opts, &offsets, &tracefs, cgroup.as_deref(), want)?;
     let procs = ProcessTable::seed_from_procfs();
     let mut seeded = 0usize;
     for (tgid, start_ns, ppid, flags) in procs.python_lineages() {
@@ -73,7 +80,7 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
         }
     }
     tracing::info!(
-        backend = ?sensors.backend,
+        backend = sensors.backend.describe(),
         processes = procs.len(),
         python_lineages = seeded,
         "sensors attached"

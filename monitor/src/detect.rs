@@ -751,7 +751,7 @@ impl Detector {
         if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
             return;
         }
-        let inet = n.addr.is_some() || n.source == monitor_common::net_source::CG_EGRESS;
+        let inet = n.addr.is_some() || names_socket_only(n);
         let action = match n.verdict {
             verdict::KILLED => Action::Killed,
             verdict::DENIED if self.modes.get(EXFIL) == Mode::Kill => Action::Killed,
@@ -1234,11 +1234,22 @@ fn script_arguments(tgid: u32, argv: &[String]) -> Vec<ScriptArg> {
 /// Connects a lineage may remember (per lineage; the oldest are dropped first).
 const MAX_CONNECTS: usize = 256;
 
+/// A decision that names only the socket (by cookie), no destination: a packet dropped
+/// at egress, or a send the LSM refused on a socket connected earlier. Both are about
+/// Internet sockets.
+fn names_socket_only(n: &Net) -> bool {
+    use monitor_common::net_source::{CG_EGRESS, LSM_SENDMSG};
+    n.addr.is_none() && matches!(n.source, CG_EGRESS | LSM_SENDMSG)
+}
+
 /// Records an allowed connect's destination by socket cookie, and fills in the
-/// destination of an egress drop (which names only the socket) from it.
+/// destination of a decision that names only the socket from it.
 fn with_held_destination(l: &mut Lineage, n: &Net) -> Net {
-    use monitor_common::net_source::{CG_CONNECT4, CG_CONNECT6, CG_EGRESS};
-    if matches!(n.source, CG_CONNECT4 | CG_CONNECT6) && n.cookie != 0 && n.addr.is_some() {
+    use monitor_common::net_source::{CG_CONNECT4, CG_CONNECT6, LSM_CONNECT};
+    if matches!(n.source, CG_CONNECT4 | CG_CONNECT6 | LSM_CONNECT)
+        && n.cookie != 0
+        && n.addr.is_some()
+    {
         if l.connects.len() >= MAX_CONNECTS
             && let Some(&oldest) = l.connects.keys().min()
         {
@@ -1247,8 +1258,7 @@ fn with_held_destination(l: &mut Lineage, n: &Net) -> Net {
         l.connects.insert(n.cookie, n.clone());
     }
     let mut n = n.clone();
-    if n.source == CG_EGRESS
-        && n.addr.is_none()
+    if names_socket_only(&n)
         && let Some(c) = l.connects.get(&n.cookie)
     {
         n.addr = c.addr;
@@ -1471,5 +1481,41 @@ mod tests {
             ..drop.clone()
         };
         assert_eq!(with_held_destination(&mut l, &other).addr, None);
+    }
+
+    #[test]
+    fn an_lsm_refused_send_borrows_the_destination_of_the_lsm_connect() {
+        use monitor_common::net_source::{LSM_CONNECT, LSM_SENDMSG};
+        let mut l = Lineage::default();
+        let connect = Net {
+            header: Default::default(),
+            family: 10,
+            port: 443,
+            protocol: 6,
+            addr: Some("2001:db8::7".parse().unwrap()),
+            cookie: 91,
+            source: LSM_CONNECT,
+            verdict: verdict::ALLOWED,
+            fd: None,
+        };
+        with_held_destination(&mut l, &connect);
+        let refused = Net {
+            family: 0,
+            addr: None,
+            port: 0,
+            source: LSM_SENDMSG,
+            verdict: verdict::DENIED,
+            ..connect.clone()
+        };
+        assert!(names_socket_only(&refused));
+        let filled = with_held_destination(&mut l, &refused);
+        assert_eq!(filled.addr, connect.addr);
+        assert_eq!(filled.port, 443);
+        // A send that names its destination is about that destination.
+        let named = Net {
+            source: LSM_SENDMSG,
+            ..connect.clone()
+        };
+        assert!(!names_socket_only(&named));
     }
 }

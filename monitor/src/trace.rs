@@ -44,6 +44,7 @@ fn open_source_name(s: u32) -> &'static str {
         open_source::OPENAT => "openat",
         open_source::OPENAT2 => "openat2",
         open_source::CREAT => "creat",
+        open_source::LSM_FILE_OPEN => "lsm_file_open",
         _ => "unknown",
     }
 }
@@ -59,6 +60,8 @@ pub fn net_source_name(s: u32) -> &'static str {
         net_source::CG_SENDMSG4 => "cgroup_sendmsg4",
         net_source::CG_SENDMSG6 => "cgroup_sendmsg6",
         net_source::CG_EGRESS => "cgroup_egress",
+        net_source::LSM_CONNECT => "lsm_socket_connect",
+        net_source::LSM_SENDMSG => "lsm_socket_sendmsg",
         _ => "unknown",
     }
 }
@@ -138,7 +141,10 @@ pub fn event_json(event: &Event) -> Value {
                 json!(e.flags as i32 & libc::O_TRUNC != 0),
             );
             m.insert("directory".into(), json!(e.mode & 0o170_000 == 0o040_000));
-            m.insert("fd".into(), json!(e.fd));
+            // The LSM `file_open` hook runs before there is a descriptor (-1).
+            if e.fd >= 0 {
+                m.insert("fd".into(), json!(e.fd));
+            }
             m.insert("syscall".into(), json!(open_source_name(e.source)));
             m.insert("match".into(), json!(flag_names(e.match_flags, OPEN_MATCH)));
         }

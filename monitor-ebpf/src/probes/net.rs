@@ -1,12 +1,16 @@
 //! Network attempts by tracked processes: the syscall tracepoints report them (and kill in
-//! kill mode, before the call proceeds); the `cgroup_sock_addr` programs at the cgroup v2
-//! root decide (deny returns EPERM to the caller, io_uring included); the `cgroup_skb`
-//! egress program drops packets of sockets a tainted lineage already holds.
+//! kill mode, before the call proceeds); one of two deciders denies (EPERM to the caller,
+//! io_uring included): the `cgroup_sock_addr` programs at the cgroup v2 root, or the BPF
+//! LSM `socket_connect` / `socket_sendmsg` hooks, which also refuse a tainted lineage's
+//! sends on sockets it connected earlier. Both decide through `decide_attempt`. The
+//! `cgroup_skb` egress program drops packets of sockets a tainted lineage already holds.
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{bpf_probe_read_user, generated::bpf_get_socket_cookie},
-    macros::{cgroup_skb, cgroup_sock_addr, tracepoint},
-    programs::{SkBuffContext, SockAddrContext, TracePointContext},
+    macros::{cgroup_skb, cgroup_sock_addr, lsm, tracepoint},
+    programs::{LsmContext, SkBuffContext, SockAddrContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, NetEvent, ProcState, counter, lineage_flags, mode, net_source, verdict,
@@ -14,7 +18,7 @@ use monitor_common::{
 
 use crate::{
     emit::{header, packet_header, send},
-    kernel::offsets,
+    kernel::{Kptr, offsets, read, read_ptr},
     maps::{LINEAGES, SOCKETS, config, count},
     state::{
         acting_lineage, caller, current_ids, kill_current, kills_on_network, lineage_flags_of,
@@ -204,30 +208,82 @@ fn msghdr_dest(msg: u64) -> Option<Dest> {
     read_sockaddr(name, u64::from(namelen))
 }
 
-/// Whether a lineage's network attempt is denied: a tainted lineage in block or kill
-/// mode, and always one that userspace or policy quarantined or is killing.
+/// Whether the destination (address bytes in network order) is a cloud instance
+/// metadata or credential endpoint: AWS, GCP, Azure and OCI IMDS (169.254.169.254), ECS
+/// task and EKS pod identity credentials (169.254.170.2, 169.254.170.23), Alibaba
+/// (100.100.100.200), AWS IMDS and EKS pod identity over IPv6 (fd00:ec2::254,
+/// fd00:ec2::23); the list is monitor-common's.
 #[inline(always)]
-fn must_deny(flags: u32, kernel_mode: u32) -> bool {
-    flags & (lineage_flags::QUARANTINED | lineage_flags::KILL) != 0
-        || (flags & lineage_flags::TAINTED != 0 && kernel_mode >= mode::BLOCK)
+fn is_metadata_service(family: u16, a: &[u8; 16]) -> bool {
+    let word = |i: usize| u32::from_be_bytes([a[i * 4], a[i * 4 + 1], a[i * 4 + 2], a[i * 4 + 3]]);
+    if family == AF_INET6 {
+        return monitor_common::is_metadata_v6([word(0), word(1), word(2), word(3)]);
+    }
+    monitor_common::is_metadata_v4(word(0))
 }
 
-/// Whether the destination is a cloud instance metadata or credential endpoint: AWS,
-/// GCP, Azure and OCI IMDS (169.254.169.254), ECS task and EKS pod identity credentials
-/// (169.254.170.2, 169.254.170.23), Alibaba (100.100.100.200), AWS IMDS and EKS pod
-/// identity over IPv6 (fd00:ec2::254, fd00:ec2::23); the list is monitor-common's.
+/// One network attempt as a deciding hook sees it.
+struct Attempt {
+    source: u32,
+    family: u16,
+    /// Host byte order.
+    port: u16,
+    /// Network byte order (IPv4 in the first 4 bytes).
+    addr: [u8; 16],
+    protocol: u32,
+    /// Socket cookie (0 when the hook could not get it).
+    cookie: u64,
+}
+
+/// The in-kernel decision on an Internet connect or send of a lineage member, the same
+/// for the `cgroup_sock_addr` programs and the BPF LSM socket hooks: remember the
+/// socket, mark the lineage (asking the metadata service is reading credentials), deny
+/// what `must_deny` says, and report the decision. Returns the verdict.
 #[inline(always)]
-fn is_metadata_service(sa: &bpf_sock_addr, v6: bool) -> bool {
-    if v6 {
-        let w = sa.user_ip6;
-        return monitor_common::is_metadata_v6([
-            u32::from_be(w[0]),
-            u32::from_be(w[1]),
-            u32::from_be(w[2]),
-            u32::from_be(w[3]),
-        ]);
+fn decide_attempt(st: &ProcState, lineage: u64, a: &Attempt) -> u32 {
+    if a.cookie != 0 {
+        let _ = SOCKETS.insert(&a.cookie, &lineage, 0);
     }
-    monitor_common::is_metadata_v4(u32::from_be(sa.user_ip4))
+    let mut add = lineage_flags::NET;
+    // The cloud's instance metadata service hands out the machine's credentials: asking it
+    // is reading them, so the request itself is the network attempt of a tainted lineage.
+    if is_metadata_service(a.family, &a.addr) {
+        add |= lineage_flags::CRED_READ | lineage_flags::METADATA;
+    }
+    mark_lineage(lineage, add);
+    let flags = lineage_flags_of(lineage);
+    let cfg = config();
+    let mut v = verdict::ALLOWED;
+    if lineage_flags::must_deny(flags, cfg.mode) {
+        v = verdict::DENIED;
+        deny(lineage, flags, cfg.mode);
+    }
+    emit(
+        st,
+        lineage,
+        a.source,
+        a.family,
+        a.port,
+        a.addr,
+        Socket {
+            cookie: a.cookie,
+            fd: -1,
+        },
+        a.protocol,
+        v,
+    );
+    v
+}
+
+/// Records a denial on the lineage (and, in kill mode after a read, that it dies).
+#[inline(always)]
+fn deny(lineage: u64, flags: u32, kernel_mode: u32) {
+    let mut add = lineage_flags::BLOCKED;
+    if kernel_mode == mode::KILL && flags & lineage_flags::READ != 0 {
+        add |= lineage_flags::KILL;
+    }
+    mark_lineage(lineage, add);
+    count(counter::NET_DENIED);
 }
 
 /// Decision for a `cgroup_sock_addr` hook: 1 allows, 0 denies (the caller gets EPERM).
@@ -244,26 +300,6 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
     // SAFETY: the context is the kernel's bpf_sock_addr for this call.
     let sa: &bpf_sock_addr = unsafe { &*ctx.sock_addr };
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    let _ = SOCKETS.insert(&cookie, &lineage, 0);
-    let mut add = lineage_flags::NET;
-    // The cloud's instance metadata service hands out the machine's credentials: asking it
-    // is reading them, so the request itself is the network attempt of a tainted lineage.
-    if is_metadata_service(sa, v6) {
-        add |= lineage_flags::CRED_READ | lineage_flags::METADATA;
-    }
-    mark_lineage(lineage, add);
-    let flags = lineage_flags_of(lineage);
-    let cfg = config();
-    let mut v = verdict::ALLOWED;
-    if must_deny(flags, cfg.mode) {
-        v = verdict::DENIED;
-        let mut add = lineage_flags::BLOCKED;
-        if cfg.mode == mode::KILL && flags & lineage_flags::READ != 0 {
-            add |= lineage_flags::KILL;
-        }
-        mark_lineage(lineage, add);
-        count(counter::NET_DENIED);
-    }
     let mut addr = [0u8; 16];
     if v6 {
         let words = sa.user_ip6;
@@ -275,20 +311,19 @@ fn decide(ctx: &SockAddrContext, source: u32, v6: bool) -> i32 {
     } else {
         addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
-    let port = u16::from_be(sa.user_port as u16);
-    let family = if v6 { AF_INET6 } else { AF_INET };
-    emit(
-        st,
-        lineage,
+    let attempt = Attempt {
         source,
-        family,
-        port,
+        family: if v6 { AF_INET6 } else { AF_INET },
+        port: u16::from_be(sa.user_port as u16),
         addr,
-        Socket { cookie, fd: -1 },
-        sa.protocol,
-        v,
-    );
-    if v == verdict::ALLOWED { 1 } else { 0 }
+        protocol: sa.protocol,
+        cookie,
+    };
+    if decide_attempt(st, lineage, &attempt) == verdict::ALLOWED {
+        1
+    } else {
+        0
+    }
 }
 
 /// `cgroup/connect4` at the cgroup v2 root.
@@ -334,7 +369,7 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
     };
     // SAFETY: map value pointer from a successful lookup.
     let flags = unsafe { (*l).flags };
-    if !must_deny(flags, config().mode) {
+    if !lineage_flags::must_deny(flags, config().mode) {
         return 1;
     }
     count(counter::EGRESS_DROPS);
@@ -355,4 +390,184 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
         send(&ev);
     }
     0
+}
+
+/// The caller's errno for a denial by an LSM hook.
+const EPERM: i32 = 1;
+
+/// A lineage member in the current thread: its process state and lineage, or `None`
+/// (the one `PROCS` lookup an untracked process pays).
+#[inline(always)]
+fn member() -> Option<(*const ProcState, u64)> {
+    let (pid, tgid) = current_ids();
+    let p = proc_mut(tgid)?;
+    // SAFETY: map value pointer from a successful lookup.
+    let lineage = acting_lineage(unsafe { &*p }, pid);
+    if lineage == 0 {
+        return None;
+    }
+    Some((p.cast_const(), lineage))
+}
+
+/// A destination read from a kernel `struct sockaddr` (the LSM hooks get the kernel's
+/// copy of what the caller passed).
+#[inline(always)]
+fn read_kernel_sockaddr(p: Kptr, len: u64) -> Option<Dest> {
+    if p.is_null() || len < 2 {
+        return None;
+    }
+    let family: u16 = read(p, 0).ok()?;
+    let mut d = Dest {
+        family,
+        ..Dest::default()
+    };
+    match family {
+        AF_INET if len >= 8 => {
+            d.port = u16::from_be(read::<u16>(p, 2).ok()?);
+            let a: [u8; 4] = read(p, 4).ok()?;
+            d.addr[..4].copy_from_slice(&a);
+        }
+        AF_INET6 if len >= 24 => {
+            d.port = u16::from_be(read::<u16>(p, 2).ok()?);
+            d.addr = read(p, 8).ok()?;
+        }
+        _ => return None,
+    }
+    Some(d)
+}
+
+/// `sock->sk` of an LSM hook's `struct socket *`, as a pointer the verifier types from
+/// the kernel's BTF (so `bpf_get_socket_cookie` takes it). The offset comes from the
+/// read-only `OFFSETS`, which the verifier reads as a constant; a direct load at a
+/// constant offset of a BTF pointer is checked against the kernel's own layout.
+#[inline(always)]
+fn socket_sk(sock: Kptr) -> *mut c_void {
+    if sock.is_null() {
+        return core::ptr::null_mut();
+    }
+    let off = offsets().socket_sk as usize;
+    // SAFETY: `sock` is the hook's argument; the verifier checks (and the kernel guards)
+    // this load.
+    unsafe { core::ptr::read_volatile(sock.add(off).cast::<*mut c_void>()) }
+}
+
+/// The socket's cookie (0 when there is no `sock`).
+#[inline(always)]
+fn cookie_of(sk: *mut c_void) -> u64 {
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: `sk` is a BTF-typed `struct sock *` from `socket_sk`.
+    unsafe { bpf_get_socket_cookie(sk) }
+}
+
+/// An LSM hook's decision on a connect or send naming `addr`: `decide_attempt`, as the
+/// cgroup programs take it, for Internet destinations. 0 allows, -EPERM denies.
+#[inline(always)]
+fn lsm_decide(
+    st: *const ProcState,
+    lineage: u64,
+    sock: Kptr,
+    addr: Kptr,
+    len: u64,
+    source: u32,
+) -> i32 {
+    let Some(d) = read_kernel_sockaddr(addr, len) else {
+        return 0;
+    };
+    let sk = socket_sk(sock);
+    let protocol: u16 = read(sk.cast_const().cast(), offsets().sock_sk_protocol).unwrap_or(0);
+    let attempt = Attempt {
+        source,
+        family: d.family,
+        port: d.port,
+        addr: d.addr,
+        protocol: u32::from(protocol),
+        cookie: cookie_of(sk),
+    };
+    // SAFETY: map value pointer from `member`.
+    if decide_attempt(unsafe { &*st }, lineage, &attempt) == verdict::ALLOWED {
+        0
+    } else {
+        -EPERM
+    }
+}
+
+/// BPF LSM `socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)`:
+/// the connect decision (syscall and io_uring alike), before the protocol sees it.
+#[lsm(hook = "socket_connect")]
+pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((st, lineage)) = member() else {
+        return 0;
+    };
+    let len: i32 = ctx.arg(2);
+    lsm_decide(
+        st,
+        lineage,
+        ctx.arg(0),
+        ctx.arg(1),
+        len as u64,
+        net_source::LSM_CONNECT,
+    )
+}
+
+/// BPF LSM `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: every
+/// send (sendto, sendmsg, write on a socket, io_uring). A send naming an Internet
+/// destination is decided like a connect; a send on a socket connected earlier is
+/// refused once the lineage must be denied (what the egress program does packet by
+/// packet, here before the data is queued), and reported once per lineage.
+#[lsm(hook = "socket_sendmsg")]
+pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some((st, lineage)) = member() else {
+        return 0;
+    };
+    let sock: Kptr = ctx.arg(0);
+    let msg: Kptr = ctx.arg(1);
+    let o = offsets();
+    let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
+    if !name.is_null() {
+        let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
+        return lsm_decide(st, lineage, sock, name, len as u64, net_source::LSM_SENDMSG);
+    }
+    let flags = lineage_flags_of(lineage);
+    let cfg = config();
+    if !lineage_flags::must_deny(flags, cfg.mode) {
+        return 0;
+    }
+    let sk = socket_sk(sock);
+    let family: u16 = read(sk.cast_const().cast(), o.sock_common_skc_family).unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        // Local sockets are not the network.
+        return 0;
+    }
+    deny(lineage, flags, cfg.mode);
+    if flags & lineage_flags::BLOCKED == 0 {
+        let protocol: u16 = read(sk.cast_const().cast(), o.sock_sk_protocol).unwrap_or(0);
+        // The event names the socket only (family 0, no address), like an egress drop;
+        // userspace finds the destination from the connect with the same cookie.
+        emit(
+            // SAFETY: map value pointer from `member`.
+            unsafe { &*st },
+            lineage,
+            net_source::LSM_SENDMSG,
+            0,
+            0,
+            [0; 16],
+            Socket {
+                cookie: cookie_of(sk),
+                fd: -1,
+            },
+            u32::from(protocol),
+            verdict::DENIED,
+        );
+    }
+    -EPERM
 }

@@ -1,6 +1,11 @@
-//! File opens by tracked processes, resolved from the returned descriptor (inode, device,
+//! File opens by tracked processes, resolved to the file really opened (inode, device,
 //! full path), so relative paths, `openat(dirfd)`, symlinks, hardlinks and
-//! `/proc/self/root` all resolve to the file really opened.
+//! `/proc/self/root` all name the real file.
+//!
+//! Two sensors feed one decision (`try_open`): the open syscalls' exit tracepoints, which
+//! find the `struct file` through the returned descriptor (tracepoint backend), and the
+//! BPF LSM `file_open` hook, which is handed the `struct file` itself and also sees opens
+//! no syscall makes (io_uring requests, the kernel opening an executable).
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -8,8 +13,8 @@ use aya_ebpf::{
         bpf_get_current_task,
         generated::{bpf_get_smp_processor_id, bpf_loop},
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{lsm, tracepoint},
+    programs::{LsmContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
@@ -59,13 +64,52 @@ fn on_open_exit(ctx: &TracePointContext, source: u32) -> u32 {
     let Some(p) = proc_mut(tgid) else { return 0 };
     // SAFETY: map value pointer from a successful lookup.
     let st = unsafe { &mut *p };
-    let _ = try_open(ctx, st, (u64::from(tgid) << 32) | u64::from(pid), source);
+    // SAFETY: sys_exit_* tracepoints carry `long ret` at offset 16.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
+    if ret < 0 {
+        return 0;
+    }
+    let ids = (u64::from(tgid) << 32) | u64::from(pid);
+    let _ = try_open(st, ids, core::ptr::null(), fd_source(ret as i32, source));
     0
 }
 
-/// `ids` is `tgid << 32 | pid` (BPF functions take at most five arguments).
-fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) -> Result<(), i64> {
+/// BPF LSM `file_open(struct file *file)`: every open that reaches a file, whatever
+/// started it (a syscall, an io_uring request on the submitter or on an `iou-wrk`
+/// thread, exec). Never denies: the return value is the previous program's verdict
+/// (0 when there is none), passed on unchanged.
+#[lsm(hook = "file_open")]
+pub fn open_lsm(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else {
+        return previous;
+    };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &mut *p };
+    let file: Kptr = ctx.arg(0);
+    let ids = (u64::from(tgid) << 32) | u64::from(pid);
+    // There is no descriptor yet (there may never be one, e.g. for exec): -1.
+    let _ = try_open(st, ids, file, fd_source(-1, open_source::LSM_FILE_OPEN));
+    previous
+}
+
+/// `try_open`'s descriptor and `open_source`, in one argument.
+#[inline(always)]
+fn fd_source(fd: i32, source: u32) -> u64 {
+    (u64::from(source) << 32) | u64::from(fd as u32)
+}
+
+/// The decision on one open by a tracked process, shared by both sensors: probation,
+/// hooks entered, credentials read, and the event. `file` is the opened file, or null to
+/// take it from the descriptor of the current task in `fd_source` (see `fd_source`). `ids`
+/// is `tgid << 32 | pid` (BPF functions take at most five arguments, the result's
+/// included).
+fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<(), i64> {
     let (pid, tgid) = (ids as u32, (ids >> 32) as u32);
+    let (fd, source) = (fd_source as u32 as i32, (fd_source >> 32) as u32);
     let lineage = acting_lineage(st, pid);
     if enforce_kill(lineage) {
         return Ok(());
@@ -76,16 +120,15 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
     if lineage == 0 && !inspect && !traced {
         return Ok(());
     }
-    // SAFETY: sys_exit_* tracepoints carry `long ret` at offset 16.
-    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|e| e as i64)?;
-    if ret < 0 {
-        return Ok(());
-    }
     if offsets().valid == 0 {
         return Ok(());
     }
-    let task = unsafe { bpf_get_current_task() } as Kptr;
-    let file = file_of_fd(task, ret as u32)?;
+    let file = if file.is_null() {
+        let task = unsafe { bpf_get_current_task() } as Kptr;
+        file_of_fd(task, fd as u32)?
+    } else {
+        file
+    };
     let facts = file_facts(file)?;
     let Some(buf) = scratch() else { return Ok(()) };
     let ev = buf.cast::<OpenEvent>();
@@ -192,7 +235,7 @@ fn try_open(ctx: &TracePointContext, st: &mut ProcState, ids: u64, source: u32) 
         (*ev).ino = facts.ino;
         (*ev).dev = facts.dev;
         (*ev).flags = facts.flags;
-        (*ev).fd = ret as i32;
+        (*ev).fd = fd;
         (*ev).source = source;
         (*ev).match_flags = matched;
         (*ev).hook_class = class;

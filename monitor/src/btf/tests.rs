@@ -213,6 +213,11 @@ fn this_kernels_offsets_resolve() {
     assert_eq!(o.path_dentry, 8);
     assert_eq!(o.qstr_name, 8);
     assert_eq!(o.user_msghdr_msg_name, 0);
+    // The BPF LSM socket hooks' reads: the kernel's msghdr starts with its name, a sock
+    // with its sock_common.
+    assert_eq!(o.msghdr_msg_name, 0);
+    assert!(o.msghdr_msg_namelen > 0 && o.socket_sk > 0 && o.sock_sk_protocol > 0);
+    assert!(o.sock_common_skc_family > 0);
     assert!(o.task_tgid > 0 && o.task_pid > 0 && o.task_tgid != o.task_pid);
     assert!(o.mm_arg_end > o.mm_arg_start);
     assert!(o.mount_mnt > 0 && o.file_f_inode > 0);

@@ -1,16 +1,16 @@
-//! pthwatch's own in-kernel network decision programs, loaded (never attached) from the
-//! object this binary embeds. A kernel can offer the program type and each helper a
+//! pthwatch's own in-kernel network decision programs and BPF LSM programs, loaded (never
+//! attached) from the object this binary embeds. A kernel can offer the program type and each helper a
 //! generic probe asks about and still refuse one of pthwatch's programs (a helper that
 //! program type may not call on that kernel, a verifier limit); what the daemon would
 //! lose then shows here before it runs.
 use aya::{
     EbpfLoader,
-    programs::{CgroupSkb, CgroupSockAddr, ProgramError},
+    programs::{CgroupSkb, CgroupSockAddr, Lsm, ProgramError},
 };
-use monitor_common::maps as map_names;
+use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
 use super::{Status, probes::Checks};
-use crate::sensors::{EBPF_OBJECT, EGRESS_PROGRAM, SOCK_ADDR_PROGRAMS};
+use crate::sensors::{EBPF_OBJECT, EGRESS_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS};
 
 /// The ring buffer's size for this probe: one page, nothing is sent.
 const PROBE_RINGBUF_BYTES: u32 = 4096;
@@ -63,6 +63,66 @@ pub(super) fn network_programs(c: &mut Checks) {
         .into_iter()
         .collect();
     row(c, EGRESS, &failures);
+}
+
+/// The LSM backend's programs (`file_open`, `socket_connect`, `socket_sendmsg`), loaded
+/// on their hooks with this kernel's offsets: the verifier checks their reads of kernel
+/// structures against its own layout, so they are only meaningful with the real offsets.
+/// Probed only where a `file_open` program attaches at all.
+pub(super) fn lsm_programs(c: &mut Checks, offsets: Option<&Offsets>) {
+    const ID: (&str, &str) = ("lsm.own_programs", "pthwatch LSM programs");
+    let usable =
+        c.0.iter()
+            .any(|check| check.id == "lsm.file_open" && check.status == Status::Yes);
+    if !usable {
+        c.push(
+            ID.0,
+            ID.1,
+            Status::No,
+            "not probed: lsm/file_open does not attach",
+        );
+        return;
+    }
+    let (Some(offsets), false) = (offsets, EBPF_OBJECT.is_empty()) else {
+        c.push(
+            ID.0,
+            ID.1,
+            Status::Error,
+            "no kernel offsets, or this binary has no kernel programs",
+        );
+        return;
+    };
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            c.push(ID.0, ID.1, Status::Error, format!("kernel BTF: {e}"));
+            return;
+        }
+    };
+    let loaded = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global(OFFSETS_GLOBAL, offsets, true)
+        .map_max_entries(map_names::EVENTS, PROBE_RINGBUF_BYTES)
+        .load(EBPF_OBJECT);
+    let mut ebpf = match loaded {
+        Ok(ebpf) => ebpf,
+        Err(e) => {
+            let status = refusal_status(e.to_string().contains("Operation not permitted"));
+            c.push(ID.0, ID.1, status, format!("creating the maps: {e}"));
+            return;
+        }
+    };
+    let mut failures = Vec::new();
+    for &(name, hook) in LSM_PROGRAMS {
+        let result = match ebpf.program_mut(name) {
+            Some(p) => <&mut Lsm>::try_from(p).and_then(|p| p.load(hook, &btf)),
+            None => Err(ProgramError::UnexpectedProgramType),
+        };
+        if let Err(e) = result {
+            failures.push((name, e));
+        }
+    }
+    row(c, ID, &failures);
 }
 
 fn refusal_status(permission: bool) -> Status {

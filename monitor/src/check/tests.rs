@@ -24,6 +24,7 @@ fn capable() -> Vec<Check> {
         "hook.uprobe",
         "lsm.active",
         "lsm.file_open",
+        "lsm.own_programs",
         "kernel.io_uring",
     ]
     .into_iter()
@@ -88,6 +89,25 @@ fn a_refused_lsm_falls_back_to_tracepoints_and_says_why() {
 }
 
 #[test]
+fn pthwatch_lsm_programs_the_verifier_rejects_mean_tracepoints() {
+    let checks = with(
+        capable(),
+        "lsm.own_programs",
+        Status::No,
+        "net_lsm_connect: rejected: R1 type=scalar expected=ptr_",
+    );
+    let (backend, degraded, cannot) = verdict(&checks);
+    assert_eq!(backend, Some(Backend::Tracepoint));
+    assert!(cannot.is_empty());
+    assert!(
+        degraded[0].ends_with(
+            ". lsm.own_programs: net_lsm_connect: rejected: R1 type=scalar expected=ptr_"
+        ),
+        "{degraded:?}"
+    );
+}
+
+#[test]
 fn missing_pieces_are_degraded_or_blocking() {
     let checks = with(capable(), "helper.send_signal", Status::No, "not available");
     let checks = with(checks, "program.cgroup_sock_addr", Status::No, "");
@@ -98,6 +118,16 @@ fn missing_pieces_are_degraded_or_blocking() {
             .iter()
             .any(|d| d.starts_with("kill mode unavailable"))
     );
+    // The LSM socket hooks deny; the cgroup programs are the tracepoint backend's.
+    assert!(
+        !degraded
+            .iter()
+            .any(|d| d.contains("cannot be denied in the kernel")),
+        "{degraded:?}"
+    );
+    let checks = with(checks, "lsm.file_open", Status::Refused, "EPERM");
+    let (backend, degraded, _) = verdict(&checks);
+    assert_eq!(backend, Some(Backend::Tracepoint));
     assert!(
         degraded
             .iter()

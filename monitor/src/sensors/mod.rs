@@ -4,8 +4,10 @@
 //!
 //! A backend is chosen at start-up by probing (`check`): the tracepoint backend (syscall
 //! tracepoints, scheduler `tp_btf`, `cgroup_sock_addr`/`cgroup_skb` at the cgroup v2 root,
-//! a `Py_RunMain` uprobe) runs everywhere pthwatch runs; a BPF LSM backend is planned for
-//! kernels that allow it.
+//! a `Py_RunMain` uprobe) runs everywhere pthwatch runs; where the kernel allows BPF LSM
+//! programs, the LSM backend sees opens at `file_open` and decides connects and sends at
+//! `socket_connect` / `socket_sendmsg` instead (the rest is shared).
+mod lsm;
 mod tracepoint;
 
 use std::path::{Path, PathBuf};
@@ -20,8 +22,11 @@ use monitor_common::{
 };
 use serde::Serialize;
 
-pub use self::tracepoint::load_tracepoint_backend;
-pub(crate) use self::tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS};
+pub use self::tracepoint::load_sensors;
+pub(crate) use self::{
+    lsm::LSM_PROGRAMS,
+    tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
+};
 
 /// The object built by `build.rs` from `monitor-ebpf`.
 pub(crate) static EBPF_OBJECT: &[u8] =
@@ -78,8 +83,19 @@ pub enum SensorError {
 pub enum Backend {
     /// Syscall tracepoints, scheduler tracepoints, cgroup socket programs.
     Tracepoint,
-    /// BPF LSM hooks (not built yet; chosen by nobody until it is).
+    /// BPF LSM hooks for opens and network decisions; scheduler, network and io_uring
+    /// tracepoints for the rest.
     Lsm,
+}
+
+impl Backend {
+    /// How the logs and `pthwatch check` name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Tracepoint => "tracepoints",
+            Self::Lsm => "BPF LSM",
+        }
+    }
 }
 
 /// Outcome of attaching one program.
@@ -94,14 +110,19 @@ pub struct Attachment {
 }
 
 impl Sensors {
-    /// Whether the kernel can deny a connect: both connect programs are attached. Without
-    /// them block and kill are pretence, and a reload into them is refused.
+    /// Whether the kernel can deny a connect: the LSM connect program, or both cgroup
+    /// connect programs, are attached. Without them block and kill are pretence, and a
+    /// reload into them is refused.
     pub fn can_deny_connects(&self) -> bool {
-        ["net_cg_connect4", "net_cg_connect6"].iter().all(|name| {
+        let attached = |name: &str| {
             self.attachments
                 .iter()
-                .any(|a| a.program == *name && a.error.is_none())
-        })
+                .any(|a| a.program == name && a.error.is_none())
+        };
+        attached(lsm::LSM_CONNECT_PROGRAM)
+            || ["net_cg_connect4", "net_cg_connect6"]
+                .iter()
+                .all(|name| attached(name))
     }
 }
 
@@ -176,6 +197,7 @@ impl Drop for Sensors {
                 Program::UProbe(p) => p.unload(),
                 Program::CgroupSockAddr(p) => p.unload(),
                 Program::CgroupSkb(p) => p.unload(),
+                Program::Lsm(p) => p.unload(),
                 // Whatever else there is goes when the object is dropped.
                 _ => Ok(()),
             };
@@ -196,10 +218,11 @@ impl Drop for Sensors {
                     .collect(),
                 Err(_) => Vec::new(),
             };
-        let (network, sensors): (Vec<_>, Vec<_>) = self
-            .ebpf
-            .programs_mut()
-            .partition(|(_, p)| matches!(p, Program::CgroupSockAddr(_) | Program::CgroupSkb(_)));
+        let (network, sensors): (Vec<_>, Vec<_>) =
+            self.ebpf.programs_mut().partition(|(name, p)| {
+                matches!(p, Program::CgroupSockAddr(_) | Program::CgroupSkb(_))
+                    || name.starts_with("net_lsm_")
+            });
         std::thread::scope(|s| {
             for link in uprobes {
                 s.spawn(move || drop(link));

@@ -1,4 +1,7 @@
-//! The tracepoint backend: what every kernel pthwatch supports offers.
+//! Loading and attaching the sensors. The tracepoint backend is what every kernel pthwatch
+//! supports offers; the BPF LSM backend (`super::lsm`) replaces its open tracepoints and
+//! its `cgroup_sock_addr` deciders where the kernel allows LSM programs, and keeps the
+//! rest (scheduler `tp_btf`, network and io_uring tracepoints, egress, `Py_RunMain`).
 use std::{fs::File, path::Path};
 
 use aya::{
@@ -79,13 +82,20 @@ pub(crate) const EGRESS_PROGRAM: &str = "net_cg_egress";
 /// refuses to start rather than pretend.
 const CONNECT_PROGRAMS: &[&str] = &["net_cg_connect4", "net_cg_connect6"];
 
-/// Loads the kernel object with offsets for this kernel, attaches every program of the
-/// tracepoint backend, and records what attached.
-pub fn load_tracepoint_backend(
+/// The open tracepoints, which the LSM `file_open` program replaces.
+fn is_open_tracepoint(name: &str) -> bool {
+    name.starts_with("open_exit_")
+}
+
+/// Loads the kernel object with offsets for this kernel, attaches the programs of the
+/// backend `want` (falling back to the tracepoint backend, with an error in the log, when
+/// the LSM programs do not load or attach), and records what attached.
+pub fn load_sensors(
     opts: &SensorOptions,
     offsets: &Offsets,
     tracefs: &Path,
     cgroup_root: Option<&Path>,
+    want: Backend,
 ) -> Result<Sensors, SensorError> {
     if EBPF_OBJECT.is_empty() {
         return Err(SensorError::NoObject);
@@ -98,12 +108,28 @@ pub fn load_tracepoint_backend(
         .load(EBPF_OBJECT)
         .map_err(SensorError::Load)?;
     let mut attachments = Vec::new();
+    let mut backend = Backend::Tracepoint;
+    if want == Backend::Lsm {
+        match super::lsm::attach(&mut ebpf, &btf) {
+            Ok(attached) => {
+                attachments.extend(attached);
+                backend = Backend::Lsm;
+            }
+            Err(e) => tracing::error!(
+                error = %short(&e),
+                "FALLBACK: the BPF LSM programs did not load or attach; using the tracepoint backend (opens seen at the open syscalls, io_uring opens only as io_uring activity; connects decided by the cgroup programs)",
+            ),
+        }
+    }
 
     for &(name, tp) in SCHED {
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
         record(&mut attachments, name, tp.to_owned(), true, result)?;
     }
     for &(name, category, events, required) in TRACEPOINTS {
+        if backend == Backend::Lsm && is_open_tracepoint(name) {
+            continue;
+        }
         let event = first_event(tracefs, category, events);
         let result = check_format(tracefs, category, event)
             .and_then(|()| attach_tracepoint(&mut ebpf, name, category, event));
@@ -128,7 +154,14 @@ pub fn load_tracepoint_backend(
         |root| root.display().to_string(),
     );
     let enforcing = opts.enforcing();
-    for &name in SOCK_ADDR_PROGRAMS {
+    // Under the LSM backend the socket hooks decide; the cgroup programs would only
+    // repeat their decisions.
+    let sock_addr = if backend == Backend::Lsm {
+        &[][..]
+    } else {
+        SOCK_ADDR_PROGRAMS
+    };
+    for &name in sock_addr {
         let required = enforcing && CONNECT_PROGRAMS.contains(&name);
         let result = match &cgroup {
             Some(cgroup) => attach_sock_addr(&mut ebpf, name, cgroup),
@@ -187,7 +220,7 @@ pub fn load_tracepoint_backend(
         source,
     })?;
 
-    Sensors::from_loaded(ebpf, Backend::Tracepoint, attachments, opts)
+    Sensors::from_loaded(ebpf, backend, attachments, opts)
 }
 
 fn record(
