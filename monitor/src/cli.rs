@@ -224,6 +224,8 @@ struct TraceSink {
     root: Option<u32>,
     members: std::collections::HashSet<u32>,
     out: std::io::BufWriter<std::io::Stdout>,
+    /// Names the container of events from one (default `[containers]` paths).
+    containers: crate::containers::Resolver,
 }
 
 impl EventSink for TraceSink {
@@ -239,7 +241,16 @@ impl EventSink for TraceSink {
                 return;
             }
         }
-        let line = crate::trace::event_json(&event);
+        let mut line = crate::trace::event_json(&event);
+        let h = event.header();
+        let mut c = crate::alert::ContainerRef {
+            cgroup_id: h.cgroup_id,
+            ..Default::default()
+        };
+        self.containers.fill(&mut c, h.tgid);
+        if c.container_id.is_some() {
+            line["container"] = serde_json::json!(c);
+        }
         let _ = writeln!(self.out, "{line}");
     }
 
@@ -258,6 +269,7 @@ fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<Exit
         root: pid,
         members: pid.into_iter().collect(),
         out: std::io::BufWriter::new(std::io::stdout()),
+        containers: crate::containers::Resolver::new(crate::config::ContainerSettings::default()),
     };
     let ready = || {
         let mut out = std::io::stdout().lock();

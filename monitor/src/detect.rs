@@ -703,18 +703,17 @@ impl Detector {
         // The exec may be the first the daemon hears of the lineage: know it before the
         // record, so that the record counts towards the lineage's cap.
         self.lineage(h.lineage, h.tgid);
-        self.journal_activity(
-            Kind::Process,
-            h.lineage,
-            h.tgid,
-            json!({
-                "event": "exec",
-                "pid": h.tgid,
-                "ppid": h.ppid,
-                "exe": display_path(&e.exe),
-                "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
-            }),
-        );
+        let mut record = json!({
+            "event": "exec",
+            "pid": h.tgid,
+            "ppid": h.ppid,
+            "exe": display_path(&e.exe),
+            "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
+        });
+        if let Some(c) = self.container_of(h) {
+            record["container"] = c;
+        }
+        self.journal_activity(Kind::Process, h.lineage, h.tgid, record);
         let key = FileKey::new(e.exe_dev, e.exe_ino);
         let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
         // A script runs under its interpreter: the executable is the interpreter, the
@@ -951,6 +950,16 @@ impl Detector {
             },
             lineage_id: lineage,
         }
+    }
+
+    /// The container an event's process runs in, as alerts name it, when it runs in one.
+    fn container_of(&mut self, h: &monitor_common::EventHeader) -> Option<serde_json::Value> {
+        let mut c = ContainerRef {
+            cgroup_id: h.cgroup_id,
+            ..ContainerRef::default()
+        };
+        self.containers.fill(&mut c, h.tgid);
+        c.container_id.is_some().then(|| json!(c))
     }
 
     fn emit(&mut self, mut alert: Alert) {

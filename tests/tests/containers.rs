@@ -271,7 +271,9 @@ fn an_alert_in_a_kubernetes_pod_names_image_pod_and_namespace_and_allow_by_names
 
     // 1. Reported, with the pod.
     let cfg = plain.to_string_lossy().into_owned();
-    let daemon = Daemon::start("block", &["--config", &cfg]);
+    let log = sb.root.join("events.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--config", &cfg, "--event-log", &log_arg]);
     let (code, out) = python_in_cgroup(&sb, cgroup.leaf());
     assert_eq!(code, 0, "{out}");
     let done = wait_marker(&sb, Duration::from_secs(20));
@@ -293,6 +295,16 @@ fn an_alert_in_a_kubernetes_pod_names_image_pod_and_namespace_and_allow_by_names
         c["cgroup_id"].as_u64().is_some_and(|id| id > 1),
         "{alert:#}"
     );
+    // The event log's record of the hook's child names the pod too.
+    let text = std::fs::read_to_string(&log).expect("event log");
+    let exec = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["data"]["event"] == "exec" && r["data"]["container"].is_object())
+        .unwrap_or_else(|| panic!("no exec record with its container in:\n{text}"));
+    let c = &exec["data"]["container"];
+    assert_eq!(c["container_id"], container_id.as_str(), "{exec:#}");
+    assert_eq!(c["pod_namespace"], namespace, "{exec:#}");
 
     // 2. Silenced by an exception for the namespace (the kernel still blocks: allow
     // entries silence reports, they do not undo rule 1's block).

@@ -1,7 +1,8 @@
 //! Input at the edges, end to end on the real kernel: a credential read through a path
-//! longer than `PATH_MAX`, a startup hook whose file name is not UTF-8, and a host with no
-//! cgroup v2 mount (cgroup v1 only). Each is still caught and blocked, and reported in a
-//! form a person can act on. Every wait is bounded; payloads are guarded by `PTHW_CHILD`.
+//! longer than `PATH_MAX`, a startup hook whose file name is not UTF-8, a host with no
+//! tracefs or bpffs mounted, and a host with no cgroup v2 mount (cgroup v1 only). Each is
+//! still caught and blocked, and reported in a form a person can act on. Every wait is
+//! bounded; payloads are guarded by `PTHW_CHILD`.
 use std::{os::unix::ffi::OsStrExt as _, time::Duration};
 
 use integration_tests::{
@@ -153,6 +154,57 @@ fn without_cgroup2() -> Option<Vec<&'static str>> {
         "-c",
         "umount /sys/fs/cgroup/unified && exec \"$0\" \"$@\"",
     ])
+}
+
+#[test]
+fn a_host_without_tracefs_or_bpffs_mounted_gets_them_and_is_protected() {
+    if !can_run() {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/unshare").exists() {
+        eprintln!("skipped: unshare(1) not installed");
+        return;
+    }
+    // Every tracefs and bpffs mount hidden, deepest first, as on a host that never
+    // mounted them.
+    let wrapper = [
+        "/usr/bin/unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        "awk '$3 == \"tracefs\" || $3 == \"bpf\" { print $2 }' /proc/self/mounts | sort -r \
+         | while read -r m; do umount \"$m\" || exit 1; done && exec \"$0\" \"$@\"",
+    ];
+    let sb = Sandbox::new("nomounts");
+    let sink = TcpSink::start();
+    sb.pth(
+        "nomounts_init.pth",
+        &spawning_pth_line(&exfiltrate(sink.port)),
+    );
+    let daemon = Daemon::start_via(&wrapper, &["--mode", "block"]);
+    let mountinfo =
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", daemon.pid())).expect("mountinfo");
+    let mounted = |fstype: &str, at: &str| {
+        mountinfo
+            .lines()
+            .any(|l| l.contains(&format!(" {at} ")) && l.contains(&format!(" - {fstype} ")))
+    };
+    assert!(
+        mounted("tracefs", "/sys/kernel/tracing"),
+        "the daemon should have mounted tracefs:\n{mountinfo}"
+    );
+    assert!(
+        mounted("bpf", "/sys/fs/bpf"),
+        "the daemon should have mounted bpffs:\n{mountinfo}"
+    );
+    let done = run_hook_once(&sb);
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("error 1"), "the payload got through");
+    assert_eq!(sink.bytes(), 0);
+    assert!(alert.is_some(), "no exfiltration alert in {alerts:#?}");
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub struct RunReport {
     pub failed_tests: Vec<String>,
     /// The guest's final status (`PTHWATCH-VM-EXIT=N`).
     pub exit: Option<i32>,
+    /// The guest kernel's panic line, when it panicked.
+    pub kernel_panic: Option<String>,
     /// Names under libtest's latest `failures:` heading, not yet closed by its
     /// `test result:` line.
     listing: Option<Vec<String>>,
@@ -68,6 +70,9 @@ impl RunReport {
                     _ => {}
                 }
             }
+        } else if let Some(at) = line.find("Kernel panic - not syncing") {
+            self.kernel_panic
+                .get_or_insert_with(|| line[at..].to_owned());
         } else if line == "failures:" {
             self.listing = Some(Vec::new());
         } else if let (Some(listing), Some(name)) = (&mut self.listing, line.strip_prefix("    "))
@@ -175,6 +180,10 @@ mod tests {
         );
         assert_eq!(r.exit, None);
         assert_eq!(r.unfinished().collect::<Vec<_>>(), ["sensors"]);
+        assert_eq!(
+            r.kernel_panic.as_deref(),
+            Some("Kernel panic - not syncing: Attempted to kill init!")
+        );
     }
 
     #[test]
