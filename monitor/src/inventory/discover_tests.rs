@@ -272,3 +272,28 @@ fn discovers_the_real_host() {
     // Generous for unoptimised test builds on a loaded machine.
     assert!(took.as_secs() < 10, "discovery took {took:?}");
 }
+
+/// A site dir that cannot be listed (here a file where the directory should be: root
+/// can list any directory) is one clear error in the report; the other dirs are still
+/// read.
+#[test]
+fn an_unlistable_site_dir_is_reported_and_the_rest_still_read() {
+    let t = Tree::new("unlistable");
+    t.write("/srv/app/libs/evil.pth", b"import os; os.system('id')\n");
+    t.write("/srv/blocked", b"not a directory\n");
+    let inv = Inventory::discover(&DiscoverOptions {
+        root: t.0.clone(),
+        homes: vec!["/nobody".into()],
+        extra_site_dirs: vec!["/srv/blocked".into(), "/srv/app/libs".into()],
+        extra_interpreters: Vec::new(),
+    });
+    assert_eq!(inv.hooks.len(), 1, "{:?}", inv.hooks);
+    assert!(has_unknown_executable(&inv));
+    assert!(
+        inv.errors
+            .iter()
+            .any(|e| e == "extra site dir /srv/blocked is not a directory"),
+        "{:?}",
+        inv.errors
+    );
+}
