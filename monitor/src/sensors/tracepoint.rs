@@ -124,7 +124,7 @@ pub fn load_sensors(
 
     for &(name, tp) in SCHED {
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
-        record(&mut attachments, name, tp.to_owned(), true, result)?;
+        record(&mut attachments, name, tp.to_owned(), true, false, result)?;
     }
     for &(name, category, events, required) in TRACEPOINTS {
         if backend == Backend::Lsm && is_open_tracepoint(name) {
@@ -138,6 +138,7 @@ pub fn load_sensors(
             name,
             format!("{category}/{event}"),
             required,
+            false,
             result,
         )?;
     }
@@ -177,10 +178,8 @@ pub fn load_sensors(
                 e
             }
         });
-        if enforcing
-            && !required
-            && let Err(e) = &result
-        {
+        let explained = enforcing && !required && result.is_err();
+        if explained && let Err(e) = &result {
             tracing::error!(
                 program = name,
                 error = %short(e),
@@ -192,6 +191,7 @@ pub fn load_sensors(
             name,
             cgroup_target.clone(),
             required,
+            explained,
             result,
         )?;
     }
@@ -211,6 +211,7 @@ pub fn load_sensors(
         EGRESS_PROGRAM,
         cgroup_target,
         false,
+        enforcing,
         result,
     )?;
 
@@ -223,11 +224,14 @@ pub fn load_sensors(
     Sensors::from_loaded(ebpf, backend, attachments, opts)
 }
 
+/// Records what attached. An optional probe that did not is logged as running degraded,
+/// unless the caller already said what that costs (`explained`).
 fn record(
     attachments: &mut Vec<Attachment>,
     program: &'static str,
     target: String,
     required: bool,
+    explained: bool,
     result: Result<(), SensorError>,
 ) -> Result<(), SensorError> {
     match result {
@@ -241,7 +245,9 @@ fn record(
             Ok(())
         }
         Err(e) if !required => {
-            tracing::warn!(program, %target, error = %e, "optional probe not attached; running degraded");
+            if !explained {
+                tracing::warn!(program, %target, error = %e, "optional probe not attached; running degraded");
+            }
             attachments.push(Attachment {
                 program,
                 target,
