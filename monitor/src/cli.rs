@@ -243,12 +243,7 @@ impl EventSink for TraceSink {
         }
         let mut line = crate::trace::event_json(&event);
         let h = event.header();
-        let mut c = crate::alert::ContainerRef {
-            cgroup_id: h.cgroup_id,
-            ..Default::default()
-        };
-        self.containers.fill(&mut c, h.tgid);
-        if c.container_id.is_some() {
+        if let Some(c) = self.containers.container_of(h.cgroup_id, h.tgid) {
             line["container"] = serde_json::json!(c);
         }
         let _ = writeln!(self.out, "{line}");

@@ -58,6 +58,9 @@ pub const RULES: [&str; 6] = [
     RESPAWN,
 ];
 
+/// The kernel's counters (`monitor_common::counter`), summed over CPUs.
+type Counters = [u64; monitor_common::counter::COUNT as usize];
+
 /// The response mode of each rule: a default, overridden per rule. Rule 1's mode is the
 /// kernel's (it decides deny and kill itself); the others are applied from here.
 #[derive(Clone, Debug)]
@@ -326,11 +329,7 @@ impl Detector {
     }
 
     /// Publishes this tick's numbers for the metrics endpoint.
-    fn publish(
-        &self,
-        rt: &RuntimeParts<'_>,
-        kernel: [u64; monitor_common::counter::COUNT as usize],
-    ) {
+    fn publish(&self, rt: &RuntimeParts<'_>, kernel: Counters) {
         let Some(m) = &self.metrics else { return };
         m.update(|s| {
             s.last_tick = Some(Instant::now());
@@ -578,8 +577,8 @@ impl Detector {
     /// The egress program dropped packets of a connection a hook's lineage opened before
     /// it was denied: close such connections, so that what TCP keeps retransmitting cannot
     /// leave once pthwatch stops (a restart).
-    fn close_dropped_connections(&mut self, rt: &mut RuntimeParts<'_>) {
-        let drops = rt.sensors.counters()[monitor_common::counter::EGRESS_DROPS as usize];
+    fn close_dropped_connections(&mut self, rt: &RuntimeParts<'_>, c: &Counters) {
+        let drops = c[monitor_common::counter::EGRESS_DROPS as usize];
         if drops == self.egress_drops_seen {
             return;
         }
@@ -589,10 +588,9 @@ impl Detector {
 
     /// Logs events the kernel could not deliver (full ring buffer) as they happen, with
     /// how many lineages were quarantined for it.
-    fn report_lost_events(&mut self, rt: &RuntimeParts<'_>) {
+    fn report_lost_events(&mut self, rt: &RuntimeParts<'_>, c: &Counters) {
         use monitor_common::counter::{LOST_QUARANTINES, RINGBUF_DROPS};
-        let c = rt.sensors.counters();
-        self.publish(rt, c);
+        self.publish(rt, *c);
         let now = (c[RINGBUF_DROPS as usize], c[LOST_QUARANTINES as usize]);
         if now.0 > self.lost_seen.0 {
             tracing::error!(
@@ -710,8 +708,8 @@ impl Detector {
             "exe": display_path(&e.exe),
             "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
         });
-        if let Some(c) = self.container_of(h) {
-            record["container"] = c;
+        if let Some(c) = self.containers.container_of(h.cgroup_id, h.tgid) {
+            record["container"] = json!(c);
         }
         self.journal_activity(Kind::Process, h.lineage, h.tgid, record);
         let key = FileKey::new(e.exe_dev, e.exe_ino);
@@ -952,16 +950,6 @@ impl Detector {
         }
     }
 
-    /// The container an event's process runs in, as alerts name it, when it runs in one.
-    fn container_of(&mut self, h: &monitor_common::EventHeader) -> Option<serde_json::Value> {
-        let mut c = ContainerRef {
-            cgroup_id: h.cgroup_id,
-            ..ContainerRef::default()
-        };
-        self.containers.fill(&mut c, h.tgid);
-        c.container_id.is_some().then(|| json!(c))
-    }
-
     fn emit(&mut self, mut alert: Alert) {
         // Before the allowlist: entries by image and namespace match what this finds.
         self.containers
@@ -1159,8 +1147,10 @@ impl EventSink for Detector {
         if let Some(w) = self.watcher.as_mut() {
             crate::watch::apply(w, &mut self.hooks, rt.sensors);
         }
-        self.report_lost_events(rt);
-        self.close_dropped_connections(rt);
+        // One read of the kernel's per-CPU counters serves both.
+        let counters = rt.sensors.counters();
+        self.report_lost_events(rt, &counters);
+        self.close_dropped_connections(rt, &counters);
         if self.homes_checked.elapsed() >= HOMES_EVERY {
             self.homes_checked = Instant::now();
             self.follow_new_homes(rt);

@@ -51,16 +51,7 @@ fn a_credential_read_through_a_path_longer_than_path_max_is_caught_and_blocked()
     );
     let pth = sb.pth("deep_init.pth", &spawning_pth_line(&payload));
     let daemon = Daemon::start("block", &[]);
-    let done = run_hook_once(&sb);
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(
-        done.as_deref(),
-        Some("error 1"),
-        "the deep read got through"
-    );
-    assert_eq!(sink.bytes(), 0);
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    let alert = run_blocked(&sb, &sink, daemon, "the deep read");
     assert_eq!(
         alert["startup_hook"]["path"].as_str(),
         Some(&*real(&pth).to_string_lossy()),
@@ -105,12 +96,7 @@ fn a_hook_whose_name_is_not_utf8_is_named_exactly_and_blocked() {
     let pth = sb.site.join(name);
     std::fs::write(&pth, spawning_pth_line(&payload)).expect("write .pth");
     let daemon = Daemon::start("block", &[]);
-    let done = run_hook_once(&sb);
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(done.as_deref(), Some("error 1"), "the payload got through");
-    assert_eq!(sink.bytes(), 0);
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    let alert = run_blocked(&sb, &sink, daemon, "the payload");
     // Invalid bytes are escaped, not replaced: two such names never print the same.
     let site = real(&sb.site).to_string_lossy().into_owned();
     assert_eq!(
@@ -129,10 +115,6 @@ fn a_hook_whose_name_is_not_utf8_is_named_exactly_and_blocked() {
 /// `unshare` and `sh` that hide the cgroup v2 mount from what they exec, as on a host
 /// booted with cgroup v1 only (the v1 controllers stay mounted).
 fn without_cgroup2() -> Option<Vec<&'static str>> {
-    if !std::path::Path::new("/usr/bin/unshare").exists() {
-        eprintln!("skipped: unshare(1) not installed");
-        return None;
-    }
     let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
     let v2: Vec<&str> = mounts
         .lines()
@@ -145,6 +127,16 @@ fn without_cgroup2() -> Option<Vec<&'static str>> {
         );
         return None;
     }
+    in_private_mounts("umount /sys/fs/cgroup/unified && exec \"$0\" \"$@\"")
+}
+
+/// `unshare` and `sh` that run `script` in a private mount namespace; the script ends by
+/// exec'ing the rest of the command line there. `None` (skipped) without unshare(1).
+fn in_private_mounts(script: &'static str) -> Option<Vec<&'static str>> {
+    if !std::path::Path::new("/usr/bin/unshare").exists() {
+        eprintln!("skipped: unshare(1) not installed");
+        return None;
+    }
     Some(vec![
         "/usr/bin/unshare",
         "--mount",
@@ -152,8 +144,20 @@ fn without_cgroup2() -> Option<Vec<&'static str>> {
         "private",
         "/bin/sh",
         "-c",
-        "umount /sys/fs/cgroup/unified && exec \"$0\" \"$@\"",
+        script,
     ])
+}
+
+/// Runs one interpreter in the sandbox under `daemon` (block mode), then stops it: the
+/// hook's send (`what`) must have been refused and nothing may have arrived. Returns the
+/// exfiltration alert.
+fn run_blocked(sb: &Sandbox, sink: &TcpSink, daemon: Daemon, what: &str) -> Value {
+    let done = run_hook_once(sb);
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("error 1"), "{what} got through");
+    assert_eq!(sink.bytes(), 0);
+    alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"))
 }
 
 #[test]
@@ -161,22 +165,14 @@ fn a_host_without_tracefs_or_bpffs_mounted_gets_them_and_is_protected() {
     if !can_run() {
         return;
     }
-    if !std::path::Path::new("/usr/bin/unshare").exists() {
-        eprintln!("skipped: unshare(1) not installed");
-        return;
-    }
     // Every tracefs and bpffs mount hidden, deepest first, as on a host that never
     // mounted them.
-    let wrapper = [
-        "/usr/bin/unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "/bin/sh",
-        "-c",
+    let Some(wrapper) = in_private_mounts(
         "awk '$3 == \"tracefs\" || $3 == \"bpf\" { print $2 }' /proc/self/mounts | sort -r \
          | while read -r m; do umount \"$m\" || exit 1; done && exec \"$0\" \"$@\"",
-    ];
+    ) else {
+        return;
+    };
     let sb = Sandbox::new("nomounts");
     let sink = TcpSink::start();
     sb.pth(
@@ -199,12 +195,7 @@ fn a_host_without_tracefs_or_bpffs_mounted_gets_them_and_is_protected() {
         mounted("bpf", "/sys/fs/bpf"),
         "the daemon should have mounted bpffs:\n{mountinfo}"
     );
-    let done = run_hook_once(&sb);
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(done.as_deref(), Some("error 1"), "the payload got through");
-    assert_eq!(sink.bytes(), 0);
-    assert!(alert.is_some(), "no exfiltration alert in {alerts:#?}");
+    run_blocked(&sb, &sink, daemon, "the payload");
 }
 
 #[test]
@@ -261,12 +252,7 @@ fn a_host_without_cgroup2_mounted_is_reported_and_still_protected() {
         !own.iter().any(|l| l.contains(" /sys/fs/cgroup/unified ")),
         "{own:?}"
     );
-    let done = run_hook_once(&sb);
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(done.as_deref(), Some("error 1"), "the payload got through");
-    assert_eq!(sink.bytes(), 0);
-    assert!(alert.is_some(), "no exfiltration alert in {alerts:#?}");
+    run_blocked(&sb, &sink, daemon, "the payload");
     // The host's own mount table is untouched.
     let host = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(

@@ -29,15 +29,11 @@ pub(super) fn network_programs(c: &mut Checks) {
         }
         return;
     }
-    let loaded = EbpfLoader::new()
-        .map_max_entries(map_names::EVENTS, PROBE_RINGBUF_BYTES)
-        .load(EBPF_OBJECT);
-    let mut ebpf = match loaded {
+    let mut ebpf = match load_object(&mut EbpfLoader::new()) {
         Ok(ebpf) => ebpf,
-        Err(e) => {
-            let status = refusal_status(e.to_string().contains("Operation not permitted"));
+        Err((status, detail)) => {
             for (id, what) in [SOCK_ADDR, EGRESS] {
-                c.push(id, what, status, format!("creating the maps: {e}"));
+                c.push(id, what, status, detail.clone());
             }
             return;
         }
@@ -99,16 +95,15 @@ pub(super) fn lsm_programs(c: &mut Checks, offsets: Option<&Offsets>) {
             return;
         }
     };
-    let loaded = EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global(OFFSETS_GLOBAL, offsets, true)
-        .map_max_entries(map_names::EVENTS, PROBE_RINGBUF_BYTES)
-        .load(EBPF_OBJECT);
+    let loaded = load_object(EbpfLoader::new().btf(Some(&btf)).override_global(
+        OFFSETS_GLOBAL,
+        offsets,
+        true,
+    ));
     let mut ebpf = match loaded {
         Ok(ebpf) => ebpf,
-        Err(e) => {
-            let status = refusal_status(e.to_string().contains("Operation not permitted"));
-            c.push(ID.0, ID.1, status, format!("creating the maps: {e}"));
+        Err((status, detail)) => {
+            c.push(ID.0, ID.1, status, detail);
             return;
         }
     };
@@ -123,6 +118,18 @@ pub(super) fn lsm_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         }
     }
     row(c, ID, &failures);
+}
+
+/// The embedded object loaded for probing (a one-page ring buffer: nothing is sent), or
+/// the status and detail of its refusal.
+fn load_object(loader: &mut EbpfLoader<'_>) -> Result<aya::Ebpf, (Status, String)> {
+    loader
+        .map_max_entries(map_names::EVENTS, PROBE_RINGBUF_BYTES)
+        .load(EBPF_OBJECT)
+        .map_err(|e| {
+            let status = refusal_status(e.to_string().contains("Operation not permitted"));
+            (status, format!("creating the maps: {e}"))
+        })
 }
 
 fn refusal_status(permission: bool) -> Status {

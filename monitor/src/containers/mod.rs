@@ -149,6 +149,17 @@ impl Resolver {
         }
     }
 
+    /// The container process `pid` (in kernel cgroup `cgroup_id`) runs in, filled as
+    /// [`Self::fill`] does; `None` when it runs in none.
+    pub fn container_of(&mut self, cgroup_id: u64, pid: u32) -> Option<ContainerRef> {
+        let mut c = ContainerRef {
+            cgroup_id,
+            ..ContainerRef::default()
+        };
+        self.fill(&mut c, pid);
+        c.container_id.is_some().then_some(c)
+    }
+
     /// The cgroup of `pid`, whose kernel cgroup id is `id` (0: unknown).
     fn cgroup(&mut self, pid: u32, id: u64) -> Option<Arc<CgroupRef>> {
         if id != 0
