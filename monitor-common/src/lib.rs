@@ -53,6 +53,9 @@ pub enum EventKind {
     IoUring = 6,
     /// The interpreter reached `Py_RunMain`: start-up (and `site`) is over.
     StartupDone = 7,
+    /// A program not checked yet started (on probation): userspace may check its
+    /// executable once and spare its later runs the probation. `ExecEvent` layout.
+    NewExecutable = 8,
 }
 
 impl EventKind {
@@ -66,6 +69,7 @@ impl EventKind {
             5 => Self::Net,
             6 => Self::IoUring,
             7 => Self::StartupDone,
+            8 => Self::NewExecutable,
             _ => return None,
         })
     }
@@ -187,6 +191,17 @@ pub mod verdict {
     pub const ALLOWED: u32 = 0;
     pub const DENIED: u32 = 1;
     pub const KILLED: u32 = 2;
+}
+
+/// What is known of an executable (`INTERPRETERS` values, by file identity).
+pub mod exe_verdict {
+    /// Checked by userspace: cannot run Python (its runs skip probation).
+    pub const NOT_INTERPRETER: u32 = 0;
+    /// An interpreter (its runs are tracked as Python from exec).
+    pub const INTERPRETER: u32 = 1;
+    /// Seen by the kernel, reported once, not (or not yet) checked: its runs are on
+    /// probation.
+    pub const PENDING: u32 = 2;
 }
 
 /// Enforcement mode (`KernelConfig::mode`).

@@ -41,10 +41,12 @@ pub static CREDS: HashMap<FileKey, u32> = HashMap::with_max_entries(65536, 0);
 #[map(name = "CRED_NAMES")]
 pub static CRED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 0);
 
-/// Interpreter executables known to the inventory (catches renamed hardlinks and scripts
-/// whose shebang names python), by file identity.
+/// What is known of executables, by file identity (`monitor_common::exe_verdict`):
+/// interpreters known to the inventory or recognised by behaviour (catches renamed
+/// hardlinks and scripts whose shebang names python), programs checked as unable to run
+/// Python, and programs reported once and left on probation.
 #[map(name = "INTERPRETERS")]
-pub static INTERPRETERS: HashMap<FileKey, u32> = HashMap::with_max_entries(4096, 0);
+pub static INTERPRETERS: HashMap<FileKey, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Run-time settings, index 0.
 #[map(name = "CONFIG")]

@@ -205,6 +205,8 @@ pub struct Detector {
     containers: ContainerResolver,
     /// When the container cache was last pruned of cgroups that are gone.
     containers_pruned: Instant,
+    /// Programs checked once and spared the probation.
+    probation: crate::probation::Probation,
 }
 
 impl Detector {
@@ -241,6 +243,7 @@ impl Detector {
             alert_errors: 0,
             containers: ContainerResolver::new(crate::config::ContainerSettings::default()),
             containers_pruned: Instant::now(),
+            probation: crate::probation::Probation::default(),
         }
     }
 
@@ -341,6 +344,7 @@ impl Detector {
             s.lineages = self.lineages.len() as u64;
             s.tracked_processes = rt.procs.len() as u64;
             s.hooks_known = self.hooks.len() as u64;
+            s.probation_exempt = self.probation.exempt_count() as u64;
             s.sinks = self.sinks.stats();
             if let Some(j) = &self.journal {
                 s.event_log_records = j.written;
@@ -402,6 +406,10 @@ impl Detector {
         } else {
             None
         };
+        if writes && regular {
+            // A program spared the probation may be being turned into something else.
+            self.probation.revoke(rt.sensors, key);
+        }
         let l = self.lineage(h.lineage, h.tgid);
         let mut new_credential = false;
         if kernel_cred || user_cred {
@@ -1111,6 +1119,10 @@ impl EventSink for Detector {
         match &event {
             Event::Open(o) => self.on_open(rt, o),
             Event::Exec(e) => self.on_exec(rt, e),
+            Event::NewExecutable(e) => {
+                let enabled = self.config.daemon.probation_exemptions;
+                self.probation.on_new_executable(rt.sensors, e, enabled);
+            }
             Event::Net(n) => self.on_net(rt, n),
             Event::Fork(f)
                 if f.header.lineage != 0 && !self.dismissed.contains(&f.header.lineage) =>
@@ -1155,6 +1167,8 @@ impl EventSink for Detector {
             self.homes_checked = Instant::now();
             self.follow_new_homes(rt);
         }
+        let enabled = self.config.daemon.probation_exemptions;
+        self.probation.on_tick(rt.sensors, enabled, Instant::now());
         self.flush(rt, Instant::now());
         if let Some(j) = self.journal.as_mut() {
             j.flush();
@@ -1174,6 +1188,7 @@ fn event_kind(event: &Event) -> usize {
         Event::Net(_) => const { at("net") },
         Event::IoUring(_) => const { at("io_uring") },
         Event::StartupDone(_) => const { at("startup_done") },
+        Event::NewExecutable(_) => const { at("new_executable") },
     }
 }
 

@@ -31,12 +31,14 @@ pub enum Event {
     Net(Net),
     IoUring(IoUring),
     StartupDone(EventHeader),
+    /// The first run of an executable not checked yet (see `crate::probation`).
+    NewExecutable(Exec),
 }
 
 impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
-            Self::Exec(e) => &e.header,
+            Self::Exec(e) | Self::NewExecutable(e) => &e.header,
             Self::Fork(e) => &e.header,
             Self::Open(e) => &e.header,
             Self::Net(e) => &e.header,
@@ -193,12 +195,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read_struct(bytes);
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     Ok(match kind {
-        EventKind::Exec => {
+        EventKind::Exec | EventKind::NewExecutable => {
             let fixed_len = offset_of!(ExecEvent, path);
             let e: ExecEvent = fixed(bytes, kind, fixed_len)?;
             let path = path_slice(&e.path, e.path_len, bytes.len() - fixed_len);
             let argv_len = (e.argv_len as usize).min(e.argv.len());
-            Event::Exec(Exec {
+            let exec = Exec {
                 header,
                 exe: decode_path(path),
                 exe_truncated: e.path_flags != 0,
@@ -206,7 +208,12 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 exe_dev: e.exe_dev,
                 comm: cstr(&e.comm),
                 argv: argv(&e.argv[..argv_len]),
-            })
+            };
+            if kind == EventKind::Exec {
+                Event::Exec(exec)
+            } else {
+                Event::NewExecutable(exec)
+            }
         }
         EventKind::Fork => {
             let e: ForkEvent = fixed(bytes, kind, size_of::<ForkEvent>())?;

@@ -27,6 +27,7 @@ mod hookbook;
 pub mod inventory;
 mod metrics;
 mod notify;
+mod probation;
 mod proctable;
 mod run;
 mod scan;

@@ -28,7 +28,7 @@ const REQUEST_MAX: usize = 8192;
 
 /// The kinds of event the detector receives, as `pthwatch_events_total` labels them
 /// (`Snapshot::events` is indexed in this order).
-pub const EVENT_KINDS: [&str; 7] = [
+pub const EVENT_KINDS: [&str; 8] = [
     "exec",
     "fork",
     "exit",
@@ -36,6 +36,7 @@ pub const EVENT_KINDS: [&str; 7] = [
     "net",
     "io_uring",
     "startup_done",
+    "new_executable",
 ];
 
 /// The index of `kind` in [`EVENT_KINDS`]; used in `const` blocks, so that a name that
@@ -74,6 +75,8 @@ pub struct Snapshot {
     pub lineages: u64,
     pub tracked_processes: u64,
     pub hooks_known: u64,
+    /// Programs checked once and spared the probation (`crate::probation`).
+    pub probation_exempt: u64,
     /// Delivery counters of the alert sinks, summed over them.
     pub sinks: SinkStats,
     /// Records written to the event log, and records it could not write.
@@ -96,6 +99,7 @@ impl Default for Snapshot {
             lineages: 0,
             tracked_processes: 0,
             hooks_known: 0,
+            probation_exempt: 0,
             sinks: SinkStats::default(),
             event_log_records: 0,
             event_log_errors: 0,
@@ -283,6 +287,12 @@ pub fn render(s: &Snapshot, now: Instant) -> String {
         "gauge",
         "Startup hooks in the inventory.",
         s.hooks_known,
+    );
+    out.single(
+        "pthwatch_probation_exempt_programs",
+        "gauge",
+        "Programs checked as unable to run Python and spared the probation.",
+        s.probation_exempt,
     );
     let name = "pthwatch_alert_delivery";
     out.family(

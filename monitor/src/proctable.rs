@@ -205,6 +205,8 @@ impl ProcessTable {
                     },
                 );
             }
+            // A sighting of an executable, not of a process worth a row.
+            Event::NewExecutable(_) => {}
             Event::Exit(_) => {
                 if let Some(p) = self.procs.get_mut(&h.tgid) {
                     p.exited = Some(Instant::now());

@@ -112,8 +112,13 @@ fn header_json(kind: &str, h: &EventHeader) -> serde_json::Map<String, Value> {
 pub fn event_json(event: &Event) -> Value {
     let mut m;
     match event {
-        Event::Exec(e) => {
-            m = header_json("exec", &e.header);
+        Event::Exec(e) | Event::NewExecutable(e) => {
+            let kind = if matches!(event, Event::Exec(_)) {
+                "exec"
+            } else {
+                "new_executable"
+            };
+            m = header_json(kind, &e.header);
             m.insert("exe".into(), json!(crate::inventory::display_path(&e.exe)));
             m.insert("exe_truncated".into(), json!(e.exe_truncated));
             m.insert("exe_ino".into(), json!(e.exe_ino));

@@ -4,7 +4,10 @@
 //! site dirs are never blamed. Block mode throughout: zero bytes may leave.
 //!
 //! Payloads are guarded by `PTHW_CHILD` (no recursion) and every wait is bounded.
-use std::time::Duration;
+use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    time::Duration,
+};
 
 use integration_tests::{
     Daemon, PYTHON, Sandbox, TcpSink, can_run,
@@ -178,6 +181,71 @@ fn a_renamed_copy_of_the_interpreter_running_the_hook_is_caught() {
         done.as_deref(),
         Some("error 1"),
         "the renamed interpreter's hook got through"
+    );
+    assert_eq!(sink.bytes(), 0);
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
+}
+
+/// A program checked once and spared the probation (root's, unable to run Python) that is
+/// then overwritten in place with an interpreter (same inode) loses its exemption when the
+/// daemon sees the file changed: the renamed interpreter's hook is caught.
+#[test]
+fn a_spared_program_overwritten_in_place_with_an_interpreter_is_caught() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("overwritten");
+    let sink = TcpSink::start();
+    let code = format!("{READ_CREDENTIALS}{}{FINISH}", send_blob(sink.port));
+    let pth = sb.pth("sysmon.pth", &inline_pth_line(&code));
+    let bin = sb.root.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tool = bin.join("kworker-update");
+    std::fs::copy("/usr/bin/true", &tool).expect("copy a system program");
+    let log = sb.root.join("daemon.log");
+    let to_log = format!("exec \"$0\" \"$@\" 2>{}", log.display());
+    let daemon = Daemon::start_via(
+        &["sh", "-c", &to_log],
+        &["--mode", "block", "--log", "info,monitor::probation=debug"],
+    );
+    let logged = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains(what) && l.contains(&*tool.to_string_lossy()))
+    };
+    let (code, out) = run_bounded(&mut sb.command(&tool), Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || logged("skip probation")),
+        "the copy of /usr/bin/true was not spared the probation: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Rewritten in place: the file keeps its identity, the kernel's exemption with it.
+    let ino = std::fs::metadata(&tool).expect("stat").ino();
+    std::fs::copy(PYTHON, &tool).expect("overwrite with the interpreter");
+    assert_eq!(std::fs::metadata(&tool).expect("stat").ino(), ino);
+    assert!(
+        wait_until(Duration::from_secs(15), || logged(
+            "exemption from probation dropped"
+        )),
+        "the changed program kept its exemption: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let (code, out) = run_bounded(
+        sb.command(&tool).args(["-c", "print('renamed main')"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(10));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "the overwritten program's hook got through"
     );
     assert_eq!(sink.bytes(), 0);
     let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));

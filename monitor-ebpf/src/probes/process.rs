@@ -1,12 +1,14 @@
 //! Process lifecycle from the scheduler tracepoints: who becomes tracked, lineage
 //! inheritance at fork, cleanup at exit.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_task, generated::bpf_probe_read_user},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use monitor_common::{
-    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter, proc_flags,
+    ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter, exe_verdict,
+    proc_flags,
 };
 
 use crate::{
@@ -56,18 +58,43 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let exe = read_ptr(bprm, o.bprm_file)?;
     let facts = file_facts(exe)?;
     let mut python = 0;
-    // Executables userspace has checked: 1 is an interpreter, 0 is not (no probation).
     const UNCHECKED: u32 = u32::MAX;
-    let verdict = match INTERPRETERS.get_ptr(&FileKey::new(facts.dev, facts.ino)) {
+    let key = FileKey::new(facts.dev, facts.ino);
+    let verdict = match INTERPRETERS.get_ptr(&key) {
         // SAFETY: map value pointer from a successful lookup.
         Some(v) => unsafe { core::ptr::read_volatile(v) },
         None => UNCHECKED,
     };
-    let probation = if verdict == 0 { 0 } else { cfg.probation_opens };
+    let probation = if verdict == exe_verdict::NOT_INTERPRETER {
+        0
+    } else {
+        cfg.probation_opens
+    };
     if is_python_comm(&comm) {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_NAME;
-    } else if verdict == 1 {
+    } else if verdict == exe_verdict::INTERPRETER {
         python = proc_flags::PYTHON | proc_flags::STARTUP | proc_flags::BY_INODE;
+    }
+    // The first run of an executable nobody has checked: report it once (the entry
+    // marks it pending), so that userspace can check the file and spare its later runs
+    // the probation. This run stays on probation.
+    if verdict == UNCHECKED
+        && python == 0
+        && probation > 0
+        && INTERPRETERS
+            .insert(&key, &exe_verdict::PENDING, u64::from(BPF_NOEXIST))
+            .is_ok()
+    {
+        let sighting = ProcState {
+            flags: proc_flags::CANDIDATE,
+            ..ProcState::default()
+        };
+        let _ = emit_exec(
+            EventKind::NewExecutable,
+            &sighting,
+            &Exe { key, file: exe },
+            &comm,
+        );
     }
 
     let st = match proc_mut(tgid) {
@@ -110,6 +137,8 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             }
             *st
         }
+        // Neither an interpreter nor on probation: nothing to track.
+        None if python == 0 && probation == 0 => return Ok(()),
         None => {
             let task = unsafe { bpf_get_current_task() } as Kptr;
             let start_ns = task_start_ns(task);
@@ -124,7 +153,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                     budget: 0,
                     ppid,
                 }
-            } else if probation > 0 {
+            } else {
                 ProcState {
                     flags: proc_flags::CANDIDATE,
                     hook_tid: 0,
@@ -133,8 +162,6 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                     budget: probation,
                     ppid,
                 }
-            } else {
-                return Ok(());
             };
             if PROCS.insert(&tgid, &st, 0).is_err() {
                 count(counter::PROCS_FULL);
@@ -146,18 +173,26 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     };
     count(counter::TRACKED_EXECS);
-    emit_exec(&st, facts.ino, facts.dev, exe, &comm)
+    emit_exec(EventKind::Exec, &st, &Exe { key, file: exe }, &comm)
 }
 
-fn emit_exec(st: &ProcState, ino: u64, dev: u32, exe: Kptr, comm: &[u8; 16]) -> Result<(), i64> {
+/// The executable of an exec: its identity and its open file.
+struct Exe {
+    key: FileKey,
+    file: Kptr,
+}
+
+/// An `ExecEvent` of `kind` (`Exec`, or `NewExecutable` for a sighting) about the
+/// current task, which just exec'd `exe`.
+fn emit_exec(kind: EventKind, st: &ProcState, exe: &Exe, comm: &[u8; 16]) -> Result<(), i64> {
     let Some(buf) = scratch() else { return Ok(()) };
     let ev = buf.cast::<ExecEvent>();
     let o = offsets();
     // SAFETY: the scratch area holds an ExecEvent (SCRATCH_CAP >= its size), per CPU.
     unsafe {
-        (*ev).header = header(EventKind::Exec, st, st.lineage);
-        (*ev).exe_ino = ino;
-        (*ev).exe_dev = dev;
+        (*ev).header = header(kind, st, st.lineage);
+        (*ev).exe_ino = exe.key.ino;
+        (*ev).exe_dev = exe.key.dev;
         (*ev).comm = *comm;
         (*ev).argv_len = 0;
         let task = bpf_get_current_task() as Kptr;
@@ -176,7 +211,7 @@ fn emit_exec(st: &ProcState, ino: u64, dev: u32, exe: Kptr, comm: &[u8; 16]) -> 
                 }
             }
         }
-        let path = file_path(exe, u32::MAX);
+        let path = file_path(exe.file, u32::MAX);
         (*ev).path_len = path.len;
         (*ev).path_flags = u32::from(path.truncated);
         // argv follows the path buffer: the whole event goes out.

@@ -26,6 +26,9 @@ pub struct DaemonSettings {
     pub mode: Mode,
     /// Opens a freshly exec'd process makes before it is ruled out as an interpreter.
     pub probation_opens: u32,
+    /// Spare the probation to programs checked once as unable to run Python, that only
+    /// root can change (`crate::probation`).
+    pub probation_exemptions: bool,
     /// Size of the kernel's event ring buffer: a power of two.
     pub ringbuf_bytes: u32,
     /// In block and kill mode, deny the network to a lineage whose events were lost.
@@ -44,6 +47,7 @@ impl Default for DaemonSettings {
         Self {
             mode: Mode::Alert,
             probation_opens: 64,
+            probation_exemptions: true,
             ringbuf_bytes: 8 << 20,
             fail_closed_on_lost_events: true,
             state_dir: PathBuf::from("/var/lib/pthwatch"),

@@ -244,7 +244,7 @@ format = "falcosidekick"
 fn config_unknown_key_names_it_and_the_allowed_keys() {
     assert_eq!(
         only("[daemon]\nprobaton_opens = 3\n"),
-        "t.toml:2:1: error: daemon.probaton_opens: unknown key `probaton_opens` (did you mean `probation_opens`?); keys are: mode, probation_opens, ringbuf_bytes, fail_closed_on_lost_events, state_dir"
+        "t.toml:2:1: error: daemon.probaton_opens: unknown key `probaton_opens` (did you mean `probation_opens`?); keys are: mode, probation_opens, probation_exemptions, ringbuf_bytes, fail_closed_on_lost_events, state_dir"
     );
     assert_eq!(
         only("[metric]\nenabled = true\n"),

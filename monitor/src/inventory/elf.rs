@@ -34,6 +34,8 @@ const SYSTEM_LIB_DIRS: &[&str] = &[
 #[derive(Debug, Default)]
 struct ElfFacts {
     exports_runmain: bool,
+    /// A dynamic symbol of the Python C API (`Py*`, `_Py*`), defined or imported.
+    python_symbols: bool,
     needed: Vec<String>,
     run_paths: Vec<String>,
 }
@@ -85,16 +87,38 @@ fn expand_origin(dir: &str, origin: &Path) -> PathBuf {
     PathBuf::from(dir.replace("${ORIGIN}", &o).replace("$ORIGIN", &o))
 }
 
+/// Whether the executable open as `file` cannot run Python in its own process: an ELF
+/// file that is dynamically linked (a static binary's symbols are not visible), needs no
+/// `libpython` directly and neither defines nor imports any symbol of the Python C API.
+/// A program that loads `libpython` itself at run time (`dlopen`) is not recognised.
+/// `None` when `file` is not a readable ELF file.
+pub fn cannot_run_python(file: File) -> Option<bool> {
+    let facts = inspect_file(file)?;
+    Some(
+        !facts.exports_runmain
+            && !facts.python_symbols
+            && !facts.needed.is_empty()
+            && !facts.needed.iter().any(|n| n.starts_with("libpython")),
+    )
+}
+
 fn inspect(host: &Path) -> Option<ElfFacts> {
-    let file = File::open(host).ok()?;
+    inspect_file(File::open(host).ok()?)
+}
+
+fn inspect_file(file: File) -> Option<ElfFacts> {
     if !file.metadata().ok()?.is_file() {
         return None;
     }
     let cache = ReadCache::new(file);
     let obj = object::File::parse(&cache).ok()?;
-    let exports_runmain = obj
-        .dynamic_symbols()
-        .any(|s| !s.is_undefined() && s.name_bytes().is_ok_and(|n| n == RUNMAIN));
+    let mut exports_runmain = false;
+    let mut python_symbols = false;
+    for s in obj.dynamic_symbols() {
+        let Ok(name) = s.name_bytes() else { continue };
+        exports_runmain |= !s.is_undefined() && name == RUNMAIN;
+        python_symbols |= name.starts_with(b"Py") || name.starts_with(b"_Py");
+    }
     let (needed, run_paths) = match &obj {
         object::File::Elf64(f) => dynamic_strings(f),
         object::File::Elf32(f) => dynamic_strings(f),
@@ -102,6 +126,7 @@ fn inspect(host: &Path) -> Option<ElfFacts> {
     };
     Some(ElfFacts {
         exports_runmain,
+        python_symbols,
         needed,
         run_paths,
     })

@@ -34,7 +34,7 @@ use std::path::PathBuf;
 pub use self::{
     classify::{Classified, ExecLine, HookClass, Input as ClassifyInput, OwnerCheck, classify},
     discover::{DiscoverOptions, Inventory},
-    elf::runmain_target,
+    elf::{cannot_run_python, runmain_target},
     findings::{Finding, FindingKind},
     kind::{HookKind, hook_kind_for},
     owners::Owner,

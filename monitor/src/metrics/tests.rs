@@ -244,7 +244,7 @@ fn events_are_counted_by_kind_every_kind_always_present() {
         Some(0.0)
     );
     assert_eq!(event_kind_index("exec"), 0);
-    assert_eq!(event_kind_index("startup_done"), EVENT_KINDS.len() - 1);
+    assert_eq!(event_kind_index("new_executable"), EVENT_KINDS.len() - 1);
 }
 
 #[test]

@@ -358,8 +358,8 @@ impl Sensors {
             })
     }
 
-    /// Records an executable that is not an interpreter (it was checked after it behaved
-    /// like one): its next runs skip probation.
+    /// Records an executable that is not an interpreter (checked after it behaved like
+    /// one, or after its first run): its next runs skip probation.
     pub fn set_not_interpreter(&mut self, key: FileKey) -> Result<(), SensorError> {
         self.interpreters
             .insert(key, 0, 0)
@@ -367,6 +367,24 @@ impl Sensors {
                 name: map_names::INTERPRETERS,
                 source,
             })
+    }
+
+    /// What the kernel holds for an executable (`monitor_common::exe_verdict`), if
+    /// anything.
+    pub fn exe_verdict(&self, key: FileKey) -> Option<u32> {
+        self.interpreters.get(&key, 0).ok()
+    }
+
+    /// Drops the kernel's verdict on an executable: its next run is on probation again
+    /// and reported as new.
+    pub fn forget_executable(&mut self, key: FileKey) -> Result<(), SensorError> {
+        match self.interpreters.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(SensorError::Map {
+                name: map_names::INTERPRETERS,
+                source,
+            }),
+        }
     }
 
     /// Starts tracking a process that was already running when pthwatch started.
