@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         data[..size_of::<EventHeader>()]
     );
     match &event {
-        Event::Exec(e) => {
+        Event::Exec(e) | Event::NewExecutable(e) => {
             check_path(&e.exe);
             assert!(e.argv.iter().all(|a| !a.is_empty() && !a.contains('\0')));
             assert!(!e.comm.contains('\0'));
@@ -139,7 +139,7 @@ fn encode(event: &Event) -> Option<Vec<u8>> {
         b
     };
     Some(match event {
-        Event::Exec(e) => {
+        Event::Exec(e) | Event::NewExecutable(e) => {
             let mut b = record(size_of::<ExecEvent>());
             put(
                 &mut b,
