@@ -362,6 +362,70 @@ fn a_hook_serving_credentials_on_a_listening_socket_kill_mode_kills_it() {
     }
 }
 
+/// The UDP form of a server: bind, wait for a datagram, reply to its sender with an
+/// explicit destination. A send naming its destination is decided like any other.
+#[test]
+fn a_hook_replying_from_a_bound_udp_socket_is_blocked() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("udpserve");
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', 0))
+s.settimeout(20)
+tmp = os.path.join(home, 'listen.tmp')
+with open(tmp, 'w') as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(tmp, os.path.join(home, 'listen.port'))
+try:
+    _, peer = s.recvfrom(64)
+    s.sendto(blob, peer)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+"
+    );
+    let pth = sb.pth("udp_status.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let port_file = sb.home.join("listen.port");
+    assert!(
+        wait_until(Duration::from_secs(20), || port_file.exists()),
+        "the hook never bound"
+    );
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("a port number");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let client_port = client.local_addr().expect("local address").port();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    client.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 4096];
+    let got = client.recv(&mut buf).unwrap_or(0);
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(got, 0, "the reply got through");
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "sendto must fail with EPERM"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, client_port, "blocked");
+    assert_eq!(alert["destination"]["protocol"], "udp", "{alert:#}");
+}
+
 // ---- benign twins: legitimate tools that look alike must raise nothing, in every mode ----
 
 /// Runs `check` against a fresh daemon in each mode; no alert about the sandbox may appear.
