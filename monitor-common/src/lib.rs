@@ -29,6 +29,8 @@ pub mod maps {
     pub const THREADS: &str = "THREADS";
     pub const LINEAGES: &str = "LINEAGES";
     pub const SOCKETS: &str = "SOCKETS";
+    pub const TCP_CREATED: &str = "TCP_CREATED";
+    pub const LISTENERS: &str = "LISTENERS";
     pub const HOOKS: &str = "HOOKS";
     pub const CREDS: &str = "CREDS";
     pub const CRED_NAMES: &str = "CRED_NAMES";
@@ -184,6 +186,9 @@ pub mod net_source {
     /// The BPF LSM `socket_sendmsg` hook: a send naming an Internet destination, or a
     /// send denied on a socket connected earlier (then it names only the socket cookie).
     pub const LSM_SENDMSG: u32 = 11;
+    /// A listening socket of a lineage accepted a connection (`sock_ops`, passive
+    /// establishment): the event names the peer, the other end the data would go to.
+    pub const SOCKOPS_ACCEPT: u32 = 12;
 }
 
 /// What the kernel did with a network attempt.

@@ -66,6 +66,21 @@ pub fn packet_header(kind: EventKind, skb: *mut __sk_buff, lineage: u64, tgid: u
     }
 }
 
+/// Header for an event about a socket seen outside any task (`sock_ops` in softirq):
+/// none of the current-task helpers, no uid or cgroup; the tgid is the one the caller
+/// names (the lineage's root process).
+#[inline(always)]
+pub fn socket_header(kind: EventKind, lineage: u64, tgid: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        // SAFETY: plain helper call without arguments.
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        tgid,
+        lineage,
+        ..EventHeader::default()
+    }
+}
+
 /// `BPF_RB_NO_WAKEUP`: the record waits for the consumer's next wakeup or poll.
 const NO_WAKEUP: u64 = 1;
 

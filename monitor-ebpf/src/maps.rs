@@ -29,6 +29,34 @@ pub static LINEAGES: LruHashMap<u64, LineageState> = LruHashMap::with_max_entrie
 #[map(name = "SOCKETS")]
 pub static SOCKETS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// TCP sockets lineage members created, by socket cookie; value: lineage id. Kept apart
+/// from `SOCKETS`: a listening socket carries no data of its own, and its handshakes must
+/// go on so that what it accepts is dropped, not left hanging.
+#[map(name = "TCP_CREATED")]
+pub static TCP_CREATED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// A listening TCP socket's local end: network namespace, family and port (host order).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ListenKey {
+    pub netns: u64,
+    pub family: u32,
+    pub port: u32,
+}
+
+/// The lineage whose socket listens there, and that socket (only its own close removes
+/// the entry).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Listener {
+    pub lineage: u64,
+    pub cookie: u64,
+}
+
+/// Ports that lineages listen on; the connections accepted there join `SOCKETS`.
+#[map(name = "LISTENERS")]
+pub static LISTENERS: LruHashMap<ListenKey, Listener> = LruHashMap::with_max_entries(4096, 0);
+
 /// Startup hooks known to the inventory, by file identity.
 #[map(name = "HOOKS")]
 pub static HOOKS: HashMap<FileKey, HookInfo> = HashMap::with_max_entries(65536, 0);

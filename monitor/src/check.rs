@@ -227,6 +227,16 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
             "packets of sockets a hook used cannot be dropped at egress. {}",
             cause(id)
         ));
+    } else if let Some(id) = first_missing(&["program.own_accept"]) {
+        degraded.push(format!(
+            "connections a hook accepts on a socket it listens on cannot be dropped at egress{}. {}",
+            if lsm {
+                " (the LSM still refuses sends on them)"
+            } else {
+                ""
+            },
+            cause(id)
+        ));
     }
     if !ok("helper.send_signal") {
         degraded.push(format!(

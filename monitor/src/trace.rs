@@ -60,6 +60,7 @@ pub fn net_source_name(s: u32) -> &'static str {
         net_source::CG_SENDMSG4 => "cgroup_sendmsg4",
         net_source::CG_SENDMSG6 => "cgroup_sendmsg6",
         net_source::CG_EGRESS => "cgroup_egress",
+        net_source::SOCKOPS_ACCEPT => "sockops_accept",
         net_source::LSM_CONNECT => "lsm_socket_connect",
         net_source::LSM_SENDMSG => "lsm_socket_sendmsg",
         _ => "unknown",

@@ -243,6 +243,186 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
     );
 }
 
+/// A hook that serves the credentials instead of sending them: it binds 127.0.0.1:0,
+/// listens, and writes to whoever connects (here the test itself, which pthwatch does not
+/// track). No connect or sendmsg hook sees an accepted connection; the kernel must still
+/// keep the data in, and the alert names the hook and the peer.
+fn listening_hook(mode: &str) {
+    let sb = Sandbox::new(&format!("listen-{mode}"));
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.bind(('127.0.0.1', 0))
+srv.listen(1)
+srv.settimeout(20)
+tmp = os.path.join(home, 'listen.tmp')
+with open(tmp, 'w') as f:
+    f.write(str(srv.getsockname()[1]))
+os.rename(tmp, os.path.join(home, 'listen.port'))
+try:
+    c, _ = srv.accept()
+    c.sendall(blob)
+    c.shutdown(socket.SHUT_WR)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+"
+    );
+    let pth = sb.pth("telemetry_server.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start(mode, &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let port_file = sb.home.join("listen.port");
+    assert!(
+        wait_until(Duration::from_secs(20), || port_file.exists()),
+        "the hook never listened"
+    );
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("a port number");
+    let (client_port, got) = read_from(port, Duration::from_secs(8));
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    let received = String::from_utf8_lossy(&got);
+    // What reached the client first: without the kernel's part the credentials leave, and
+    // that is the failure to see.
+    match mode {
+        "alert" => assert!(
+            received.contains(&sb.canary),
+            "alert mode does not interfere; the client got {} bytes, payload: {done:?}",
+            got.len()
+        ),
+        "block" => assert!(got.is_empty(), "blocked, yet the client got: {received:?}"),
+        _ => {
+            assert!(got.is_empty(), "killed, yet the client got: {received:?}");
+            assert_ne!(
+                done.as_deref(),
+                Some("sent"),
+                "the hook must not live to send"
+            );
+        }
+    }
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    let action = match mode {
+        "alert" => "alert",
+        "block" => "blocked",
+        _ => "killed",
+    };
+    assert_exfil_alert(&alert, &sb, &pth, client_port, action);
+}
+
+/// Connects to 127.0.0.1:`port` and reads until end of stream, an error or `limit`: the
+/// client's own port and what it got.
+fn read_from(port: u16, limit: Duration) -> (u16, Vec<u8>) {
+    use std::{io::Read, net::TcpStream, time::Instant};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let client_port = s.local_addr().expect("local address").port();
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .expect("read timeout");
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    (client_port, got)
+}
+
+#[test]
+fn a_hook_serving_credentials_on_a_listening_socket_alert_mode_reports_it() {
+    if can_run() {
+        listening_hook("alert");
+    }
+}
+
+#[test]
+fn a_hook_serving_credentials_on_a_listening_socket_block_mode_keeps_them_in() {
+    if can_run() {
+        listening_hook("block");
+    }
+}
+
+#[test]
+fn a_hook_serving_credentials_on_a_listening_socket_kill_mode_kills_it() {
+    if can_run() {
+        listening_hook("kill");
+    }
+}
+
+/// The UDP form of a server: bind, wait for a datagram, reply to its sender with an
+/// explicit destination. A send naming its destination is decided like any other.
+#[test]
+fn a_hook_replying_from_a_bound_udp_socket_is_blocked() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("udpserve");
+    let child = format!(
+        "{READ_CREDENTIALS}
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('127.0.0.1', 0))
+s.settimeout(20)
+tmp = os.path.join(home, 'listen.tmp')
+with open(tmp, 'w') as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(tmp, os.path.join(home, 'listen.port'))
+try:
+    _, peer = s.recvfrom(64)
+    s.sendto(blob, peer)
+    r = 'sent'
+except OSError as e:
+    r = 'error %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+"
+    );
+    let pth = sb.pth("udp_status.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start("block", &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let port_file = sb.home.join("listen.port");
+    assert!(
+        wait_until(Duration::from_secs(20), || port_file.exists()),
+        "the hook never bound"
+    );
+    let port: u16 = std::fs::read_to_string(&port_file)
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("a port number");
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let client_port = client.local_addr().expect("local address").port();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    client.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+    let mut buf = [0u8; 4096];
+    let got = client.recv(&mut buf).unwrap_or(0);
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(got, 0, "the reply got through");
+    assert_eq!(
+        done.as_deref(),
+        Some("error 1"),
+        "sendto must fail with EPERM"
+    );
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, &sb, &pth, client_port, "blocked");
+    assert_eq!(alert["destination"]["protocol"], "udp", "{alert:#}");
+}
+
 // ---- benign twins: legitimate tools that look alike must raise nothing, in every mode ----
 
 /// Runs `check` against a fresh daemon in each mode; no alert about the sandbox may appear.

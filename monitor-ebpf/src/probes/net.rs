@@ -4,22 +4,36 @@
 //! LSM `socket_connect` / `socket_sendmsg` hooks, which also refuse a tainted lineage's
 //! sends on sockets it connected earlier. Both decide through `decide_attempt`. The
 //! `cgroup_skb` egress program drops packets of sockets a tainted lineage already holds.
-use core::ffi::c_void;
+//! Connections accepted on a lineage's listening socket never pass a connect or sendmsg
+//! hook: the `cgroup_sock` and `sock_ops` programs put them among the lineage's sockets
+//! (see `net_sockops`), so that the egress program drops their packets too.
+use core::{
+    ffi::c_void,
+    ptr::{addr_of, read_volatile},
+};
 
 use aya_ebpf::{
-    bindings::bpf_sock_addr,
-    helpers::{bpf_probe_read_user, generated::bpf_get_socket_cookie},
-    macros::{cgroup_skb, cgroup_sock_addr, lsm, tracepoint},
-    programs::{LsmContext, SkBuffContext, SockAddrContext, TracePointContext},
+    bindings::{
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_LISTEN_CB, BPF_TCP_LISTEN, bpf_sock_addr,
+    },
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    },
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm, sock_ops, tracepoint},
+    programs::{
+        LsmContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext, TracePointContext,
+    },
 };
 use monitor_common::{
     EventKind, NetEvent, ProcState, counter, lineage_flags, mode, net_source, verdict,
 };
 
 use crate::{
-    emit::{header, packet_header, send},
+    emit::{header, packet_header, send, socket_header},
     kernel::{Kptr, offsets, read, read_ptr},
-    maps::{LINEAGES, SOCKETS, config, count},
+    maps::{LINEAGES, LISTENERS, ListenKey, Listener, SOCKETS, TCP_CREATED, config, count},
     state::{
         acting_lineage, caller, current_ids, kill_current, kills_on_network, lineage_flags_of,
         mark_lineage, proc_mut,
@@ -390,6 +404,157 @@ pub fn net_cg_egress(ctx: SkBuffContext) -> i32 {
         send(&ev);
     }
     0
+}
+
+const IPPROTO_TCP: u32 = 6;
+
+/// `cgroup/sock_create` at the cgroup v2 root: a TCP socket a lineage member creates is
+/// recorded (`TCP_CREATED`), so that `net_sockops` knows whose it is when it listens.
+/// Never refuses a socket; an untracked process pays one `PROCS` lookup per socket it
+/// creates.
+#[cgroup_sock(sock_create)]
+pub fn net_cg_sock_create(ctx: SockContext) -> i32 {
+    let Some((_, lineage)) = member() else {
+        return 1;
+    };
+    // SAFETY: the context is the kernel's bpf_sock for the new socket.
+    let protocol = unsafe { (*ctx.sock).protocol };
+    if protocol != IPPROTO_TCP {
+        return 1;
+    }
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+    if cookie != 0 {
+        let _ = TCP_CREATED.insert(&cookie, &lineage, 0);
+    }
+    1
+}
+
+/// The `LISTENERS` key of a `sock_ops` socket's local end.
+#[inline(always)]
+fn listen_key(ctx: &SockOpsContext) -> ListenKey {
+    let ops = ctx.ops;
+    // SAFETY: a helper on, and 4-byte loads at constant offsets of, the program's own
+    // context (the verifier takes no other ctx access).
+    unsafe {
+        ListenKey {
+            netns: bpf_get_netns_cookie(ops.cast()),
+            family: read_volatile(addr_of!((*ops).family)),
+            port: read_volatile(addr_of!((*ops).local_port)),
+        }
+    }
+}
+
+/// `sock_ops` at the cgroup v2 root, for connections a lineage accepts (bind, listen,
+/// accept, send: no connect or sendmsg hook sees them, and the egress program knows only
+/// the sockets in `SOCKETS`).
+///
+/// - listen(2) on a lineage's socket (`TCP_LISTEN_CB`, autobind included): its port is
+///   recorded in `LISTENERS`, and the socket asks for state callbacks;
+/// - a connection established on such a port (`PASSIVE_ESTABLISHED_CB`, softirq, before
+///   accept(2) can return it): its cookie joins `SOCKETS`, and the lineage's network
+///   attempt is decided and reported as a connect would be, naming the peer;
+/// - the listener leaving LISTEN (`STATE_CB`, close or shutdown): its entry goes.
+///
+/// Any other TCP socket costs one `LISTENERS` lookup per accepted connection; packets
+/// cost nothing here. The program never changes what TCP does (no reply is set).
+#[sock_ops]
+pub fn net_sockops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_LISTEN_CB => on_listen(&ctx),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_accepted(&ctx),
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(0) == BPF_TCP_LISTEN => on_listen_end(&ctx),
+        _ => {}
+    }
+    1
+}
+
+#[inline(always)]
+fn on_listen(ctx: &SockOpsContext) {
+    // SAFETY: helper on the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    // SAFETY: the value is copied out immediately.
+    let Some(&lineage) = (unsafe { TCP_CREATED.get(&cookie) }) else {
+        return;
+    };
+    let listener = Listener { lineage, cookie };
+    let _ = LISTENERS.insert(&listen_key(ctx), &listener, 0);
+    let _ = ctx.set_cb_flags(ctx.cb_flags() as i32 | BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+}
+
+#[inline(always)]
+fn on_listen_end(ctx: &SockOpsContext) {
+    let key = listen_key(ctx);
+    // SAFETY: the value is copied out immediately.
+    let Some(&listener) = (unsafe { LISTENERS.get(&key) }) else {
+        return;
+    };
+    // SAFETY: helper on the program's own context.
+    if listener.cookie == unsafe { bpf_get_socket_cookie(ctx.ops.cast()) } {
+        let _ = LISTENERS.remove(&key);
+    }
+}
+
+#[inline(always)]
+fn on_accepted(ctx: &SockOpsContext) {
+    // SAFETY: the value is copied out immediately.
+    let Some(&listener) = (unsafe { LISTENERS.get(&listen_key(ctx)) }) else {
+        return;
+    };
+    let lineage = listener.lineage;
+    // SAFETY: helper on the program's own context (the new connection).
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.ops.cast()) };
+    let _ = SOCKETS.insert(&cookie, &lineage, 0);
+    let Some(l) = LINEAGES.get_ptr_mut(&lineage) else {
+        return;
+    };
+    mark_lineage(lineage, lineage_flags::NET);
+    // SAFETY: map value pointer from a successful lookup.
+    let (flags, root_tgid) = unsafe { ((*l).flags, (*l).root_tgid) };
+    let cfg = config();
+    let mut v = verdict::ALLOWED;
+    if lineage_flags::must_deny(flags, cfg.mode) {
+        v = verdict::DENIED;
+        deny(lineage, flags, cfg.mode);
+    }
+    // SAFETY (the reads below): fields of the program's own context, each read on its
+    // own as a 4-byte load at a constant offset, the only ctx access the verifier takes.
+    let ops = ctx.ops;
+    let family = unsafe { read_volatile(addr_of!((*ops).family)) } as u16;
+    let mut addr = [0u8; 16];
+    if family == AF_INET6 {
+        let words = unsafe {
+            [
+                read_volatile(addr_of!((*ops).remote_ip6[0])),
+                read_volatile(addr_of!((*ops).remote_ip6[1])),
+                read_volatile(addr_of!((*ops).remote_ip6[2])),
+                read_volatile(addr_of!((*ops).remote_ip6[3])),
+            ]
+        };
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&words[i].to_ne_bytes());
+            i += 1;
+        }
+    } else {
+        let ip4 = unsafe { read_volatile(addr_of!((*ops).remote_ip4)) };
+        addr[..4].copy_from_slice(&ip4.to_ne_bytes());
+    }
+    // The remote port is in network order, in the upper half on little-endian machines.
+    let remote_port = unsafe { read_volatile(addr_of!((*ops).remote_port)) };
+    let port = u16::from_be((remote_port >> 16) as u16);
+    let ev = NetEvent {
+        header: socket_header(EventKind::Net, lineage, root_tgid),
+        family,
+        port,
+        protocol: IPPROTO_TCP,
+        addr,
+        cookie,
+        source: net_source::SOCKOPS_ACCEPT,
+        verdict: v,
+        fd: -1,
+        _pad: 0,
+    };
+    send(&ev);
 }
 
 /// The caller's errno for a denial by an LSM hook.

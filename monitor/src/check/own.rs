@@ -5,12 +5,14 @@
 //! lose then shows here before it runs.
 use aya::{
     EbpfLoader,
-    programs::{CgroupSkb, CgroupSockAddr, Lsm, ProgramError},
+    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, Lsm, ProgramError, SockOps},
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
 use super::{Status, probes::Checks};
-use crate::sensors::{EBPF_OBJECT, EGRESS_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS};
+use crate::sensors::{
+    ACCEPT_PROGRAMS, EBPF_OBJECT, EGRESS_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS,
+};
 
 /// The ring buffer's size for this probe: one page, nothing is sent.
 const PROBE_RINGBUF_BYTES: u32 = 4096;
@@ -18,8 +20,12 @@ const PROBE_RINGBUF_BYTES: u32 = 4096;
 pub(super) fn network_programs(c: &mut Checks) {
     const SOCK_ADDR: (&str, &str) = ("program.own_sock_addr", "pthwatch connect/sendmsg programs");
     const EGRESS: (&str, &str) = ("program.own_egress", "pthwatch egress program");
+    const ACCEPT: (&str, &str) = (
+        "program.own_accept",
+        "pthwatch accepted-connection programs",
+    );
     if EBPF_OBJECT.is_empty() {
-        for (id, what) in [SOCK_ADDR, EGRESS] {
+        for (id, what) in [SOCK_ADDR, EGRESS, ACCEPT] {
             c.push(
                 id,
                 what,
@@ -32,7 +38,7 @@ pub(super) fn network_programs(c: &mut Checks) {
     let mut ebpf = match load_object(&mut EbpfLoader::new()) {
         Ok(ebpf) => ebpf,
         Err((status, detail)) => {
-            for (id, what) in [SOCK_ADDR, EGRESS] {
+            for (id, what) in [SOCK_ADDR, EGRESS, ACCEPT] {
                 c.push(id, what, status, detail.clone());
             }
             return;
@@ -59,6 +65,18 @@ pub(super) fn network_programs(c: &mut Checks) {
         .into_iter()
         .collect();
     row(c, EGRESS, &failures);
+    let mut failures = Vec::new();
+    for &name in ACCEPT_PROGRAMS {
+        let result = match ebpf.program_mut(name) {
+            Some(p) if name == "net_sockops" => <&mut SockOps>::try_from(p).and_then(|p| p.load()),
+            Some(p) => <&mut CgroupSock>::try_from(p).and_then(|p| p.load()),
+            None => Err(ProgramError::UnexpectedProgramType),
+        };
+        if let Err(e) = result {
+            failures.push((name, e));
+        }
+    }
+    row(c, ACCEPT, &failures);
 }
 
 /// The LSM backend's programs (`file_open`, `socket_connect`, `socket_sendmsg`), loaded

@@ -14,6 +14,7 @@ fn capable() -> Vec<Check> {
         "program.cgroup_skb",
         "program.own_sock_addr",
         "program.own_egress",
+        "program.own_accept",
         "helper.send_signal",
         "helper.get_socket_cookie",
         "map.ringbuf",

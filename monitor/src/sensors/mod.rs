@@ -25,7 +25,7 @@ use serde::Serialize;
 pub use self::tracepoint::load_sensors;
 pub(crate) use self::{
     lsm::LSM_PROGRAMS,
-    tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
+    tracepoint::{ACCEPT_PROGRAMS, EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
 };
 
 /// The object built by `build.rs` from `monitor-ebpf`.

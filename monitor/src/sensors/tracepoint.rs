@@ -7,7 +7,8 @@ use std::{fs::File, path::Path};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{
-        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock,
+        CgroupSockAddr, SockOps, TracePoint,
     },
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
@@ -77,6 +78,12 @@ pub(crate) const SOCK_ADDR_PROGRAMS: &[&str] = &[
 
 /// The `cgroup_skb` egress program: drops packets of sockets a tainted lineage holds.
 pub(crate) const EGRESS_PROGRAM: &str = "net_cg_egress";
+
+/// The programs that make connections a lineage accepts on its listening sockets its own
+/// (`SOCKETS`), so that the egress program drops them too: `cgroup/sock_create` and
+/// `sock_ops` at the cgroup v2 root. Both are needed; they attach under either backend
+/// (under the LSM backend they also report such connections in alert mode).
+pub(crate) const ACCEPT_PROGRAMS: &[&str] = &["net_cg_sock_create", "net_sockops"];
 
 /// Without these, nothing denies a connect in the kernel: a run that is to block or kill
 /// refuses to start rather than pretend.
@@ -209,11 +216,32 @@ pub fn load_sensors(
     record(
         &mut attachments,
         EGRESS_PROGRAM,
-        cgroup_target,
+        cgroup_target.clone(),
         false,
         enforcing,
         result,
     )?;
+    for &name in ACCEPT_PROGRAMS {
+        let result = match &cgroup {
+            Some(cgroup) => attach_accept(&mut ebpf, name, cgroup),
+            None => Err(SensorError::NoCgroup2),
+        };
+        if enforcing && let Err(e) = &result {
+            tracing::error!(
+                program = name,
+                error = %short(e),
+                "DEGRADED: connections a hook accepts on a socket it listens on are not dropped at egress; connects and sendmsg are still denied in the kernel (under the BPF LSM backend, sends on them too), and kill mode still kills",
+            );
+        }
+        record(
+            &mut attachments,
+            name,
+            cgroup_target.clone(),
+            false,
+            enforcing,
+            result,
+        )?;
+    }
 
     let uprobe: &mut aya::programs::UProbe = program(&mut ebpf, "startup_py_runmain")?;
     uprobe.load().map_err(|source| SensorError::Program {
@@ -332,6 +360,25 @@ fn attach_egress(ebpf: &mut Ebpf, cgroup: &File) -> Result<(), SensorError> {
             CgroupAttachMode::Single,
         )
         .map_err(err)?;
+    Ok(())
+}
+
+/// One of `ACCEPT_PROGRAMS`, as a BPF link at the cgroup v2 root.
+fn attach_accept(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<(), SensorError> {
+    let err = |source| SensorError::Program { name, source };
+    if name == "net_sockops" {
+        let program: &mut SockOps = program(ebpf, name)?;
+        program.load().map_err(err)?;
+        program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(err)?;
+    } else {
+        let program: &mut CgroupSock = program(ebpf, name)?;
+        program.load().map_err(err)?;
+        program
+            .attach(cgroup, CgroupAttachMode::Single)
+            .map_err(err)?;
+    }
     Ok(())
 }
 
