@@ -18,8 +18,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
-    PATH_OFFSET, ProcState, hook_class, lineage_flags, mode, name_hash, open_match, open_source,
-    proc_flags,
+    PATH_OFFSET, ProcState, hook_class, lineage_flags, mode, open_match, open_source, proc_flags,
 };
 
 use crate::{
@@ -141,13 +140,15 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
     let mut class = 0u32;
 
     if inspect {
-        let leaf = scan_name(0, path.leaf_len);
-        let parent = scan_name(path.leaf_len, path.parent_len);
+        let leaf = Component::new(buf, 0, path.leaf_len);
         if kind == S_IFDIR && leaf.is_site_dir() {
             matched |= open_match::SITE_DIR;
-        } else if kind == S_IFREG && facts.flags & O_ACCMODE == 0 && leaf.is_hook_name(&parent) {
+        } else if kind == S_IFREG && facts.flags & O_ACCMODE == 0 {
             // Interpreters read hooks; writing one (an installer) is not running it.
-            matched |= open_match::HOOK;
+            let parent = Component::new(buf, path.leaf_len, path.parent_len);
+            if leaf.is_hook_name(&parent) {
+                matched |= open_match::HOOK;
+            }
         }
     }
 
@@ -318,19 +319,16 @@ fn reentry(id: u64, key: FileKey) -> u32 {
 
 /// What the kernel learns about one path component by scanning it once (in a `bpf_loop`
 /// callback, so the verifier checks one step): its name hash (as
-/// `monitor_common::name_hash`), the hash of its first 14 bytes, and its last 8 bytes.
+/// `monitor_common::name_hash`), which the credential-name lookup needs.
 #[repr(C)]
 pub struct NameScan {
     start: u64,
     len: u64,
     hash: u32,
-    prefix_hash: u32,
-    tail: u64,
 }
 
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
-const PREFIX_LEN: u64 = 14;
 
 extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
     let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
@@ -338,7 +336,7 @@ extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
     };
     // SAFETY: per-CPU map value, set up by `scan_name` on this CPU.
     let sc = unsafe { &mut *sp };
-    if index >= sc.len {
+    if index >= sc.len || index >= NAME_HASH_MAX as u64 {
         return 1;
     }
     let Some(buf) = SCRATCH.get_ptr_mut(0) else {
@@ -347,13 +345,7 @@ extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
     let pos = opaque((sc.start + index) as usize) & (PATH_BUF_LEN - 1);
     // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
     let b = unsafe { *buf.cast::<u8>().add(PATH_OFFSET + pos) };
-    if index < NAME_HASH_MAX as u64 {
-        sc.hash = (sc.hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-    }
-    if index < PREFIX_LEN {
-        sc.prefix_hash = (sc.prefix_hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-    }
-    sc.tail = (sc.tail << 8) | u64::from(b);
+    sc.hash = (sc.hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
     0
 }
 
@@ -364,8 +356,6 @@ fn scan_name(off: u32, len_with_nul: u32) -> NameScan {
         start: u64::from(off),
         len: u64::from(len_with_nul.saturating_sub(1)),
         hash: FNV_OFFSET,
-        prefix_hash: FNV_OFFSET,
-        tail: 0,
     };
     let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
         return sc;
@@ -383,49 +373,71 @@ fn scan_name(off: u32, len_with_nul: u32) -> NameScan {
     }
 }
 
-/// The last `n` bytes of a name as the scan's shift register holds them.
-const fn tail_of(s: &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < s.len() {
-        v = (v << 8) | s[i] as u64;
-        i += 1;
-    }
-    v
+/// One component of the path just written to the scratch area, for the start-up checks:
+/// they compare a few bytes at its start and end, read directly (no per-byte callback).
+struct Component {
+    /// The scratch area's path buffer.
+    path: *const u8,
+    /// Offset of the component in the path buffer.
+    off: usize,
+    /// Length without the NUL.
+    len: usize,
 }
 
-const fn mask_of(n: usize) -> u64 {
-    if n >= 8 {
-        u64::MAX
-    } else {
-        (1u64 << (n * 8)) - 1
+impl Component {
+    #[inline(always)]
+    fn new(scratch: *mut u8, off: u32, len_with_nul: u32) -> Self {
+        Self {
+            // SAFETY: the path buffer lies PATH_OFFSET bytes into the scratch area.
+            path: unsafe { scratch.cast_const().add(PATH_OFFSET) },
+            off: off as usize,
+            len: len_with_nul.saturating_sub(1) as usize,
+        }
     }
-}
 
-const SITE_PACKAGES: u32 = name_hash(b"site-packages");
-const DIST_PACKAGES: u32 = name_hash(b"dist-packages");
-const SITECUSTOMIZE: u32 = name_hash(b"sitecustomize.");
-const USERCUSTOMIZE: u32 = name_hash(b"usercustomize.");
+    /// Whether the `want.len()` bytes at `at` (from the component's start) are `want`.
+    #[inline(always)]
+    fn bytes_at(&self, at: usize, want: &'static [u8]) -> bool {
+        let base = opaque(self.off + at);
+        let mut i = 0;
+        while i < want.len() {
+            let pos = (base + i) & (PATH_BUF_LEN - 1);
+            // SAFETY: pos < PATH_BUF_LEN: inside the path buffer of the scratch value.
+            if unsafe { *self.path.add(pos) } != want[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 
-impl NameScan {
+    #[inline(always)]
+    fn is(&self, name: &'static [u8]) -> bool {
+        self.len == name.len() && self.bytes_at(0, name)
+    }
+
     #[inline(always)]
     fn ends_with(&self, suffix: &'static [u8]) -> bool {
-        self.len > suffix.len() as u64 && self.tail & mask_of(suffix.len()) == tail_of(suffix)
+        self.len > suffix.len() && self.bytes_at(self.len - suffix.len(), suffix)
+    }
+
+    #[inline(always)]
+    fn starts_with(&self, prefix: &'static [u8]) -> bool {
+        self.len > prefix.len() && self.bytes_at(0, prefix)
     }
 
     #[inline(always)]
     fn is_site_dir(&self) -> bool {
-        self.len == 13 && (self.hash == SITE_PACKAGES || self.hash == DIST_PACKAGES)
+        self.is(b"site-packages") || self.is(b"dist-packages")
     }
 
     /// `.pth` and `.start` files in a site dir; `sitecustomize` / `usercustomize` modules
     /// (source or cached bytecode) anywhere on the path.
     #[inline(always)]
-    fn is_hook_name(&self, parent: &NameScan) -> bool {
+    fn is_hook_name(&self, parent: &Component) -> bool {
         if self.ends_with(b".pth") || self.ends_with(b".start") {
             return parent.is_site_dir();
         }
-        self.len > PREFIX_LEN
-            && (self.prefix_hash == SITECUSTOMIZE || self.prefix_hash == USERCUSTOMIZE)
+        self.starts_with(b"sitecustomize.") || self.starts_with(b"usercustomize.")
     }
 }
