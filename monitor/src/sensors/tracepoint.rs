@@ -2,6 +2,8 @@
 //! supports offers; the BPF LSM backend (`super::lsm`) replaces its open tracepoints and
 //! its `cgroup_sock_addr` deciders where the kernel allows LSM programs, and keeps the
 //! rest (scheduler `tp_btf`, network and io_uring tracepoints, egress, `Py_RunMain`).
+//! Without the BPF LSM, an fentry or kprobe on `security_file_open` (`super::file_open`)
+//! replaces the open tracepoints where it attaches.
 use std::{fs::File, path::Path};
 
 use aya::{
@@ -12,7 +14,7 @@ use aya::{
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
-use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
+use super::{Attachment, Backend, EBPF_OBJECT, OpenSensor, SensorError, SensorOptions, Sensors};
 
 /// Scheduler tracepoints (`tp_btf`): process lifecycle. Required.
 const SCHED: &[(&str, &str)] = &[
@@ -82,7 +84,8 @@ pub(crate) const EGRESS_PROGRAM: &str = "net_cg_egress";
 /// refuses to start rather than pretend.
 const CONNECT_PROGRAMS: &[&str] = &["net_cg_connect4", "net_cg_connect6"];
 
-/// The open tracepoints, which the LSM `file_open` program replaces.
+/// The open tracepoints, which the LSM `file_open` program, or the fentry or kprobe on
+/// `security_file_open`, replaces.
 fn is_open_tracepoint(name: &str) -> bool {
     name.starts_with("open_exit_")
 }
@@ -122,12 +125,37 @@ pub fn load_sensors(
         }
     }
 
+    // Without the BPF LSM, opens are taken at `security_file_open` where the kernel
+    // allows it (see `super::file_open`), in place of the open tracepoints.
+    let mut opens = if backend == Backend::Lsm {
+        OpenSensor::Lsm
+    } else {
+        OpenSensor::Tracepoints
+    };
+    if backend == Backend::Tracepoint {
+        match super::file_open::attach(&mut ebpf, &btf) {
+            Ok((sensor, attached)) => {
+                tracing::info!(
+                    sensor = sensor.describe(),
+                    "open sensor: opens are taken at security_file_open, in place of the open syscall tracepoints (io_uring opens are resolved to files)",
+                );
+                attachments.push(attached);
+                opens = sensor;
+            }
+            Err((fentry, kprobe)) => tracing::info!(
+                fentry = %fentry,
+                kprobe = %kprobe,
+                "open sensor: no fentry or kprobe on security_file_open here; using the open syscall tracepoints (io_uring opens seen only as io_uring activity)",
+            ),
+        }
+    }
+
     for &(name, tp) in SCHED {
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
         record(&mut attachments, name, tp.to_owned(), true, false, result)?;
     }
     for &(name, category, events, required) in TRACEPOINTS {
-        if backend == Backend::Lsm && is_open_tracepoint(name) {
+        if opens != OpenSensor::Tracepoints && is_open_tracepoint(name) {
             continue;
         }
         let event = first_event(tracefs, category, events);
@@ -221,7 +249,7 @@ pub fn load_sensors(
         source,
     })?;
 
-    Sensors::from_loaded(ebpf, backend, attachments, opts)
+    Sensors::from_loaded(ebpf, backend, opens, attachments, opts)
 }
 
 /// Records what attached. An optional probe that did not is logged as running degraded,
@@ -311,7 +339,7 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
 }
 
 /// A program error in one line (a rejected program: the verifier's reason, not its log).
-fn short(e: &SensorError) -> String {
+pub(super) fn short(e: &SensorError) -> String {
     match e {
         SensorError::Program { name, source } => {
             format!("{name}: {}", crate::check::short_error(source))
