@@ -90,6 +90,7 @@ pub fn probe() -> CapabilityReport {
     let offsets = btf.as_ref().and_then(|b| b.kernel_offsets().ok());
     own::lsm_programs(&mut c, offsets.as_ref());
     perf::perf_hooks(&mut c);
+    own::open_programs(&mut c, offsets.as_ref());
     probes::filesystems(&mut c);
     c.0.sort_by_key(|check| section_of(check.id).0);
     let (backend, degraded, cannot_protect) = verdict(&c.0);
@@ -131,14 +132,15 @@ pub fn preferred_backend(btf: &crate::btf::Btf) -> (Backend, String) {
 }
 
 /// What reports opens under `backend`: without the BPF LSM, the first of fentry and
-/// kprobe on `security_file_open` that attaches (the daemon tries them in that order).
+/// kprobe on `security_file_open` that attaches and whose pthwatch program loads (the
+/// daemon tries them in that order).
 fn open_sensor(checks: &[Check], backend: Backend) -> OpenSensor {
     let ok = |id: &str| checks.iter().any(|c| c.id == id && c.status == Status::Yes);
     if backend == Backend::Lsm {
         OpenSensor::Lsm
-    } else if ok("hook.fentry_file_open") {
+    } else if ok("hook.fentry_file_open") && ok("program.own_fentry_file_open") {
         OpenSensor::Fentry
-    } else if ok("hook.kprobe_file_open") {
+    } else if ok("hook.kprobe_file_open") && ok("program.own_kprobe_file_open") {
         OpenSensor::Kprobe
     } else {
         OpenSensor::Tracepoints

@@ -143,8 +143,31 @@ fn an_io_uring_open_of_a_credential_by_a_hook_is_a_credential_read() {
         return;
     }
     let report = check();
-    let named = opens_resolve_files(&report);
-    let sensor = open_sensor(&report).to_owned();
+    io_uring_credential_read(&[], open_sensor(&report), opens_resolve_files(&report));
+}
+
+/// The same through the kprobe on `security_file_open`, which the daemon falls back to
+/// where fentry does not attach: run wherever kprobes can take that function (the daemon
+/// told to skip fentry), so the fallback is proven on kernels that also offer fentry.
+#[test]
+fn the_kprobe_fallback_names_an_io_uring_credential_read() {
+    if !can_run() {
+        return;
+    }
+    let report = check();
+    let usable = open_sensor(&report) != "lsm"
+        && check_status(&report, "hook.kprobe_file_open") == "yes"
+        && check_status(&report, "program.own_kprobe_file_open") == "yes";
+    if !usable {
+        eprintln!("skipped: no kprobe open sensor here (or the LSM backend takes opens)");
+        return;
+    }
+    io_uring_credential_read(&["env", "PTHWATCH_OPEN_SENSOR=kprobe"], "kprobe", true);
+}
+
+/// A hook's child opens `~/.aws/credentials` through io_uring under a daemon started
+/// through `wrapper`; with `named`, the alert must name it (`sensor` says why it should).
+fn io_uring_credential_read(wrapper: &[&str], sensor: &str, named: bool) {
     let sb = Sandbox::new("uring-cred");
     let cred = sb.home.join(".aws/credentials");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/iouring_open.py");
@@ -164,7 +187,7 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
         fixture = fixture.display().to_string(),
     );
     let pth = sb.pth("uring_reader.pth", &spawning_pth_line(&child));
-    let daemon = Daemon::start("alert", &[]);
+    let daemon = Daemon::start_via(wrapper, &["--mode", "alert"]);
     let (code, out) = sb.python(&["-c", "pass"]);
     assert_eq!(code, 0, "{out}");
     let done = wait_marker(&sb, Duration::from_secs(20));

@@ -112,7 +112,9 @@ fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
     ] {
         let mut checks = no_lsm.clone();
         checks.push(probe("hook.fentry_file_open", fentry));
+        checks.push(probe("program.own_fentry_file_open", Status::Yes));
         checks.push(probe("hook.kprobe_file_open", kprobe));
+        checks.push(probe("program.own_kprobe_file_open", Status::Yes));
         let (backend, degraded, _) = verdict(&checks);
         assert_eq!(backend, Some(Backend::Tracepoint));
         assert_eq!(open_sensor(&checks, Backend::Tracepoint), want);
@@ -125,6 +127,17 @@ fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
             assert!(degraded[0].contains(want.describe()), "{degraded:?}");
         }
     }
+    // The kernel attaches a trivial fentry program, the verifier rejects pthwatch's own:
+    // the kprobe, as the daemon would fall back to.
+    let mut checks = no_lsm.clone();
+    checks.push(probe("hook.fentry_file_open", Status::Yes));
+    checks.push(probe("program.own_fentry_file_open", Status::No));
+    checks.push(probe("hook.kprobe_file_open", Status::Yes));
+    checks.push(probe("program.own_kprobe_file_open", Status::Yes));
+    assert_eq!(
+        open_sensor(&checks, Backend::Tracepoint),
+        OpenSensor::Kprobe
+    );
     let mut checks = capable();
     checks.push(probe("hook.fentry_file_open", Status::Yes));
     assert_eq!(open_sensor(&checks, Backend::Lsm), OpenSensor::Lsm);

@@ -18,7 +18,7 @@
 //! tracepoints are used as before, and io_uring opens are seen only as io_uring activity.
 use aya::{
     Btf, Ebpf,
-    programs::{FEntry, KProbe},
+    programs::{FEntry, KProbe, ProgramError},
 };
 use serde::Serialize;
 
@@ -60,6 +60,10 @@ impl OpenSensor {
     }
 }
 
+/// Skips the better open sensors, to run (and test) a fallback where the kernel offers
+/// more: `kprobe` skips fentry, `tracepoints` both. Unset in normal use.
+const OVERRIDE_ENV: &str = "PTHWATCH_OPEN_SENSOR";
+
 /// Attaches `open_fentry`, or `open_kprobe` when that fails. Returns the sensor and its
 /// attachment, or the reason each was not attached (fentry's, kprobe's). A program that
 /// loaded and did not attach is unloaded again.
@@ -67,40 +71,76 @@ pub(super) fn attach(
     ebpf: &mut Ebpf,
     btf: &Btf,
 ) -> Result<(OpenSensor, Attachment), (String, String)> {
-    let fentry = (|| {
-        let err = |source| SensorError::Program {
-            name: FENTRY_PROGRAM,
-            source,
-        };
-        let program: &mut FEntry = program(ebpf, FENTRY_PROGRAM)?;
-        program.load(FUNCTION, btf).map_err(err)?;
-        if let Err(e) = program.attach() {
-            let _ = program.unload();
-            return Err(err(e));
+    let skip = std::env::var(OVERRIDE_ENV).unwrap_or_default();
+    let skipped = || format!("skipped ({OVERRIDE_ENV}={skip})");
+    match skip.as_str() {
+        "" => {}
+        "kprobe" | "tracepoints" => {
+            tracing::warn!("{OVERRIDE_ENV}={skip}: not using the better open sensors")
         }
-        Ok(())
-    })();
-    let fentry = match fentry {
-        Ok(()) => return Ok((OpenSensor::Fentry, attachment(FENTRY_PROGRAM, "fentry"))),
-        Err(e) => super::tracepoint::short(&e),
+        other => tracing::warn!("{OVERRIDE_ENV}={other} ignored: expected kprobe or tracepoints"),
+    }
+    if skip == "tracepoints" {
+        return Err((skipped(), skipped()));
+    }
+    if skip != "kprobe" {
+        match attach_fentry(ebpf, btf) {
+            Ok(()) => return Ok((OpenSensor::Fentry, attachment(FENTRY_PROGRAM, "fentry"))),
+            Err(e) => return attach_kprobe(ebpf).map_err(|k| (reason(&e), k)),
+        }
+    }
+    attach_kprobe(ebpf).map_err(|k| (skipped(), k))
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), SensorError> {
+    let err = |source| SensorError::Program {
+        name: FENTRY_PROGRAM,
+        source,
     };
-    let kprobe = (|| {
-        let err = |source| SensorError::Program {
-            name: KPROBE_PROGRAM,
-            source,
-        };
-        let program: &mut KProbe = program(ebpf, KPROBE_PROGRAM)?;
+    let program: &mut FEntry = program(ebpf, FENTRY_PROGRAM)?;
+    program.load(FUNCTION, btf).map_err(err)?;
+    if let Err(e) = program.attach() {
+        let _ = program.unload();
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Attaches `open_kprobe`; the reason in one line when it does not.
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(OpenSensor, Attachment), String> {
+    let err = |source| SensorError::Program {
+        name: KPROBE_PROGRAM,
+        source,
+    };
+    let attached = program::<KProbe>(ebpf, KPROBE_PROGRAM).and_then(|program| {
         program.load().map_err(err)?;
         if let Err(e) = program.attach(FUNCTION, 0) {
             let _ = program.unload();
             return Err(err(e));
         }
         Ok(())
-    })();
-    match kprobe {
+    });
+    match attached {
         Ok(()) => Ok((OpenSensor::Kprobe, attachment(KPROBE_PROGRAM, "kprobe"))),
-        Err(e) => Err((fentry, super::tracepoint::short(&e))),
+        Err(e) => Err(reason(&e)),
     }
+}
+
+/// Why a program did not attach, in one line: the verifier's reason for a rejected
+/// program, else the error with its causes (a missing kprobe PMU says which file).
+fn reason(e: &SensorError) -> String {
+    let mut text = super::tracepoint::short(e);
+    if let SensorError::Program { source, .. } = e
+        && !matches!(source, ProgramError::LoadError { .. })
+    {
+        let mut cause = std::error::Error::source(source);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+    }
+    text
 }
 
 fn attachment(program: &'static str, kind: &str) -> Attachment {

@@ -25,12 +25,15 @@ use monitor_common::{
 };
 use serde::Serialize;
 
+pub use self::{file_open::OpenSensor, tracepoint::load_sensors};
 pub(crate) use self::{
-    file_open::FUNCTION as FILE_OPEN_FUNCTION,
+    file_open::{
+        FENTRY_PROGRAM as FENTRY_FILE_OPEN_PROGRAM, FUNCTION as FILE_OPEN_FUNCTION,
+        KPROBE_PROGRAM as KPROBE_FILE_OPEN_PROGRAM,
+    },
     lsm::LSM_PROGRAMS,
     tracepoint::{EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
 };
-pub use self::{file_open::OpenSensor, tracepoint::load_sensors};
 
 /// The object built by `build.rs` from `monitor-ebpf`.
 pub(crate) static EBPF_OBJECT: &[u8] =
