@@ -120,7 +120,7 @@ pub fn load_sensors(
             }
             Err(e) => tracing::error!(
                 error = %short(&e),
-                "FALLBACK: the BPF LSM programs did not load or attach; using the tracepoint backend (opens seen at the open syscalls, io_uring opens only as io_uring activity; connects decided by the cgroup programs)",
+                "FALLBACK: the BPF LSM programs did not load or attach; using the tracepoint backend (opens seen at security_file_open where fentry or a kprobe attaches, else at the open syscalls; connects decided by the cgroup programs)",
             ),
         }
     }
