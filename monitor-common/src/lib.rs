@@ -167,6 +167,11 @@ pub mod open_source {
     pub const CREAT: u32 = 4;
     /// The BPF LSM `file_open` hook (any open: syscalls, io_uring, exec; no descriptor yet).
     pub const LSM_FILE_OPEN: u32 = 5;
+    /// An `fentry` on `security_file_open` (kernels without the BPF LSM): the same opens
+    /// as `LSM_FILE_OPEN`, no descriptor yet.
+    pub const FENTRY_FILE_OPEN: u32 = 6;
+    /// A `kprobe` on `security_file_open`, where `fentry` cannot attach.
+    pub const KPROBE_FILE_OPEN: u32 = 7;
 }
 
 /// Which probe produced a network event.

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 pub(crate) use self::own::short_error;
 use self::probes::Checks;
-use crate::sensors::Backend;
+use crate::sensors::{Backend, OpenSensor};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,6 +53,9 @@ pub struct CapabilityReport {
     pub checks: Vec<Check>,
     /// The sensor backend pthwatch would use; `None` when it cannot protect this host.
     pub backend: Option<Backend>,
+    /// What the daemon would take opens from (`None` with no backend): the LSM hook, an
+    /// fentry or kprobe on `security_file_open`, or the open tracepoints.
+    pub opens: Option<OpenSensor>,
     /// What works less well than on a fully capable kernel, and why.
     pub degraded: Vec<String>,
     /// Why pthwatch cannot protect this host at all; empty when it can.
@@ -81,19 +84,23 @@ pub fn probe() -> CapabilityReport {
     own::network_programs(&mut c);
     if let Some(btf) = &btf {
         probes::btf_hooks(&mut c, btf);
+        probes::file_open_fentry(&mut c, btf);
     }
     probes::lsm(&mut c, btf.as_ref());
     let offsets = btf.as_ref().and_then(|b| b.kernel_offsets().ok());
     own::lsm_programs(&mut c, offsets.as_ref());
     perf::perf_hooks(&mut c);
+    own::open_programs(&mut c, offsets.as_ref());
     probes::filesystems(&mut c);
     c.0.sort_by_key(|check| section_of(check.id).0);
     let (backend, degraded, cannot_protect) = verdict(&c.0);
+    let opens = backend.map(|b| open_sensor(&c.0, b));
     CapabilityReport {
         kernel,
         machine,
         checks: c.0,
         backend,
+        opens,
         degraded,
         cannot_protect,
     }
@@ -121,6 +128,22 @@ pub fn preferred_backend(btf: &crate::btf::Btf) -> (Backend, String) {
                 });
             (Backend::Tracepoint, why)
         }
+    }
+}
+
+/// What reports opens under `backend`: without the BPF LSM, the first of fentry and
+/// kprobe on `security_file_open` that attaches and whose pthwatch program loads (the
+/// daemon tries them in that order).
+fn open_sensor(checks: &[Check], backend: Backend) -> OpenSensor {
+    let ok = |id: &str| checks.iter().any(|c| c.id == id && c.status == Status::Yes);
+    if backend == Backend::Lsm {
+        OpenSensor::Lsm
+    } else if ok("hook.fentry_file_open") && ok("program.own_fentry_file_open") {
+        OpenSensor::Fentry
+    } else if ok("hook.kprobe_file_open") && ok("program.own_kprobe_file_open") {
+        OpenSensor::Kprobe
+    } else {
+        OpenSensor::Tracepoints
     }
 }
 
@@ -186,10 +209,19 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
         } else {
             "lsm.file_open"
         };
-        degraded.push(format!(
-            "no BPF LSM: io_uring opens are reported as io_uring activity, not resolved to files, and opens are seen as the paths processes pass, not the files they reach. {}",
-            cause(id)
-        ));
+        let opens = open_sensor(checks, Backend::Tracepoint);
+        if opens.sees_files() {
+            degraded.push(format!(
+                "no BPF LSM: opens are taken by {} (io_uring's included), connects decided by the cgroup programs. {}",
+                opens.describe(),
+                cause(id)
+            ));
+        } else {
+            degraded.push(format!(
+                "no BPF LSM: io_uring opens are reported as io_uring activity, not resolved to files, and opens are seen as the paths processes pass, not the files they reach. {}",
+                cause(id)
+            ));
+        }
         if ok("kernel.io_uring") && !ok("hook.io_uring") {
             degraded.push(format!(
                 "io_uring use goes unseen. {}",
@@ -283,6 +315,9 @@ impl fmt::Display for CapabilityReport {
         }
         let backend = self.backend.map_or("none", Backend::describe);
         writeln!(f, "\nbackend: {backend}")?;
+        if let Some(opens) = self.opens {
+            writeln!(f, "opens: {}", opens.describe())?;
+        }
         for (title, items) in [
             ("degraded", &self.degraded),
             ("cannot protect this host", &self.cannot_protect),

@@ -81,6 +81,7 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
     }
     tracing::info!(
         backend = sensors.backend.describe(),
+        opens = sensors.opens.describe(),
         processes = procs.len(),
         python_lineages = seeded,
         "sensors attached"

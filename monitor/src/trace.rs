@@ -45,6 +45,8 @@ fn open_source_name(s: u32) -> &'static str {
         open_source::OPENAT2 => "openat2",
         open_source::CREAT => "creat",
         open_source::LSM_FILE_OPEN => "lsm_file_open",
+        open_source::FENTRY_FILE_OPEN => "fentry_file_open",
+        open_source::KPROBE_FILE_OPEN => "kprobe_file_open",
         _ => "unknown",
     }
 }

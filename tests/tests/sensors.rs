@@ -281,6 +281,8 @@ fn pthwatch_programs() -> usize {
                         [
                             "process_exec",
                             "open_exit_",
+                            "open_fentry",
+                            "open_kprobe",
                             "net_cg_",
                             "net_enter_",
                             "iouring_",

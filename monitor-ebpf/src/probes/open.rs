@@ -2,10 +2,13 @@
 //! full path), so relative paths, `openat(dirfd)`, symlinks, hardlinks and
 //! `/proc/self/root` all name the real file.
 //!
-//! Two sensors feed one decision (`try_open`): the open syscalls' exit tracepoints, which
-//! find the `struct file` through the returned descriptor (tracepoint backend), and the
-//! BPF LSM `file_open` hook, which is handed the `struct file` itself and also sees opens
-//! no syscall makes (io_uring requests, the kernel opening an executable).
+//! Three sensors feed one decision (`try_open`): the open syscalls' exit tracepoints, which
+//! find the `struct file` through the returned descriptor; the BPF LSM `file_open` hook
+//! (LSM backend); and, where there is no BPF LSM, an `fentry` (or failing that a
+//! `kprobe`) on `security_file_open`, the function that calls the LSM hooks. The last two
+//! are handed the `struct file` itself and also see opens no syscall makes (io_uring
+//! requests on the submitter or an `iou-wrk` thread, the kernel opening an executable).
+//! Exactly one of the three is attached: each open is one event.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -13,8 +16,8 @@ use aya_ebpf::{
         bpf_get_current_task,
         generated::{bpf_get_smp_processor_id, bpf_loop},
     },
-    macros::{lsm, tracepoint},
-    programs::{LsmContext, TracePointContext},
+    macros::{fentry, kprobe, lsm, tracepoint},
+    programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
 use monitor_common::{
     EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
@@ -82,17 +85,42 @@ fn on_open_exit(ctx: &TracePointContext, source: u32) -> u32 {
 #[lsm(hook = "file_open")]
 pub fn open_lsm(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
-    let (pid, tgid) = current_ids();
-    let Some(p) = proc_mut(tgid) else {
-        return previous;
+    on_file_open(ctx.arg(0), open_source::LSM_FILE_OPEN);
+    previous
+}
+
+/// `fentry` on `security_file_open(struct file *file)`, for kernels without the BPF LSM:
+/// the same opens as `open_lsm` sees (the function calls every LSM's `file_open`), at the
+/// cost of a trampoline call. It runs before the LSMs decide, so an open another LSM
+/// (AppArmor, SELinux) then denies is reported too, as the attempt it was.
+#[fentry(function = "security_file_open")]
+pub fn open_fentry(ctx: FEntryContext) -> u32 {
+    on_file_open(ctx.arg(0), open_source::FENTRY_FILE_OPEN);
+    0
+}
+
+/// `kprobe` on `security_file_open`, where an `fentry` program cannot attach (no BPF
+/// trampolines on this kernel or architecture): the same as `open_fentry`, through a
+/// breakpoint or an ftrace call, which costs more. The argument comes from the registers.
+#[kprobe]
+pub fn open_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(file) = ctx.arg::<Kptr>(0) else {
+        return 0;
     };
+    on_file_open(file, open_source::KPROBE_FILE_OPEN);
+    0
+}
+
+/// An open handed over as its `struct file`, from `source`.
+#[inline(always)]
+fn on_file_open(file: Kptr, source: u32) {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return };
     // SAFETY: map value pointer from a successful lookup.
     let st = unsafe { &mut *p };
-    let file: Kptr = ctx.arg(0);
     let ids = (u64::from(tgid) << 32) | u64::from(pid);
     // There is no descriptor yet (there may never be one, e.g. for exec): -1.
-    let _ = try_open(st, ids, file, fd_source(-1, open_source::LSM_FILE_OPEN));
-    previous
+    let _ = try_open(st, ids, file, fd_source(-1, source));
 }
 
 /// `try_open`'s descriptor and `open_source`, in one argument.

@@ -5,13 +5,14 @@
 //! lose then shows here before it runs.
 use aya::{
     EbpfLoader,
-    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, Lsm, ProgramError, SockOps},
+    programs::{CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, KProbe, Lsm, ProgramError, SockOps},
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
 use super::{Status, probes::Checks};
 use crate::sensors::{
-    ACCEPT_PROGRAMS, EBPF_OBJECT, EGRESS_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS,
+    ACCEPT_PROGRAMS, EBPF_OBJECT, EGRESS_PROGRAM, FENTRY_FILE_OPEN_PROGRAM, FILE_OPEN_FUNCTION,
+    KPROBE_FILE_OPEN_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS,
 };
 
 /// The ring buffer's size for this probe: one page, nothing is sent.
@@ -136,6 +137,109 @@ pub(super) fn lsm_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         }
     }
     row(c, ID, &failures);
+}
+
+/// The open sensor's own programs for kernels without the BPF LSM (`open_fentry` on
+/// `security_file_open`, `open_kprobe`), loaded (not attached) with this kernel's offsets,
+/// for the same reason as the LSM programs. Each is probed only where its program type
+/// loads at all; whether it attaches is `hook.fentry_file_open` / `hook.kprobe_file_open`.
+pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
+    const FENTRY: (&str, &str) = (
+        "program.own_fentry_file_open",
+        "pthwatch fentry open program",
+    );
+    const KPROBE: (&str, &str) = (
+        "program.own_kprobe_file_open",
+        "pthwatch kprobe open program",
+    );
+    let status = |c: &Checks, id: &str| {
+        c.0.iter()
+            .find(|check| check.id == id)
+            .map(|check| check.status)
+    };
+    let fentry = status(c, "hook.fentry_file_open") == Some(Status::Yes);
+    let kprobe = status(c, "program.kprobe") == Some(Status::Yes);
+    if !fentry {
+        c.push(
+            FENTRY.0,
+            FENTRY.1,
+            Status::No,
+            "not probed: fentry security_file_open does not attach",
+        );
+    }
+    if !kprobe {
+        c.push(
+            KPROBE.0,
+            KPROBE.1,
+            Status::No,
+            "not probed: kprobe programs do not load",
+        );
+    }
+    if !fentry && !kprobe {
+        return;
+    }
+    let probes: Vec<_> = [(fentry, FENTRY), (kprobe, KPROBE)]
+        .into_iter()
+        .filter_map(|(probe, row)| probe.then_some(row))
+        .collect();
+    let (Some(offsets), false) = (offsets, EBPF_OBJECT.is_empty()) else {
+        for (id, what) in probes {
+            c.push(
+                id,
+                what,
+                Status::Error,
+                "no kernel offsets, or this binary has no kernel programs",
+            );
+        }
+        return;
+    };
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            for (id, what) in probes {
+                c.push(id, what, Status::Error, format!("kernel BTF: {e}"));
+            }
+            return;
+        }
+    };
+    let loaded = load_object(EbpfLoader::new().btf(Some(&btf)).override_global(
+        OFFSETS_GLOBAL,
+        offsets,
+        true,
+    ));
+    let mut ebpf = match loaded {
+        Ok(ebpf) => ebpf,
+        Err((status, detail)) => {
+            for (id, what) in probes {
+                c.push(id, what, status, detail.clone());
+            }
+            return;
+        }
+    };
+    if fentry {
+        let result = match ebpf.program_mut(FENTRY_FILE_OPEN_PROGRAM) {
+            Some(p) => <&mut FEntry>::try_from(p).and_then(|p| p.load(FILE_OPEN_FUNCTION, &btf)),
+            None => Err(ProgramError::UnexpectedProgramType),
+        };
+        let failures: Vec<_> = result
+            .err()
+            .map(|e| (FENTRY_FILE_OPEN_PROGRAM, e))
+            .into_iter()
+            .collect();
+        row(c, FENTRY, &failures);
+    }
+    if kprobe {
+        let result = match ebpf.program_mut(KPROBE_FILE_OPEN_PROGRAM) {
+            Some(p) => <&mut KProbe>::try_from(p).and_then(|p| p.load()),
+            None => Err(ProgramError::UnexpectedProgramType),
+        };
+        let failures: Vec<_> = result
+            .err()
+            .map(|e| (KPROBE_FILE_OPEN_PROGRAM, e))
+            .into_iter()
+            .collect();
+        row(c, KPROBE, &failures);
+    }
 }
 
 /// The embedded object loaded for probing (a one-page ring buffer: nothing is sent), or

@@ -8,7 +8,7 @@ use super::{
     probes::Checks,
     syscalls,
 };
-use crate::sensors::IOURING_SUBMIT_EVENTS;
+use crate::sensors::{FILE_OPEN_FUNCTION, IOURING_SUBMIT_EVENTS};
 
 /// The syscall tracepoints the tracepoint backend cannot do without.
 const REQUIRED_SYSCALLS: [&str; 2] = ["sys_exit_openat", "sys_enter_connect"];
@@ -120,17 +120,37 @@ pub(super) fn perf_hooks(c: &mut Checks) {
         detail,
     );
 
-    match std::fs::read_to_string(KPROBE_PMU).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
-        Some(pmu) => c.attach("hook.kprobe", "kprobes", syscalls::attach_kprobe(pmu, "do_sys_openat2"), "attaches"),
-        None => c.push(
-            "hook.kprobe",
-            "kprobes",
-            Status::No,
-            format!(
-                "no kprobe PMU ({KPROBE_PMU}){} (CONFIG_KPROBE_EVENTS is off; pthwatch does not need kprobes)",
-                if kprobe_events { "" } else { " and no kprobe_events in tracefs" }
-            ),
-        ),
+    const KPROBE_OPEN: (&str, &str) = ("hook.kprobe_file_open", "kprobe security_file_open");
+    match std::fs::read_to_string(KPROBE_PMU)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    {
+        Some(pmu) => {
+            c.attach(
+                "hook.kprobe",
+                "kprobes",
+                syscalls::attach_kprobe(pmu, "do_sys_openat2"),
+                "attaches",
+            );
+            c.attach(
+                KPROBE_OPEN.0,
+                KPROBE_OPEN.1,
+                syscalls::attach_kprobe(pmu, FILE_OPEN_FUNCTION),
+                "attaches: the open sensor where fentry does not",
+            );
+        }
+        None => {
+            let detail = format!(
+                "no kprobe PMU ({KPROBE_PMU}){} (CONFIG_KPROBE_EVENTS is off; pthwatch uses kprobes only for opens, where neither the BPF LSM nor fentry works)",
+                if kprobe_events {
+                    ""
+                } else {
+                    " and no kprobe_events in tracefs"
+                }
+            );
+            c.push("hook.kprobe", "kprobes", Status::No, detail);
+            c.push(KPROBE_OPEN.0, KPROBE_OPEN.1, Status::No, "no kprobes");
+        }
     }
     let uprobe = Path::new(UPROBE_PMU).exists();
     c.yes_no(

@@ -13,7 +13,10 @@ use super::{
     mounts::{self, BPFFS, MountEntry, PRIVATE_CGROUP2, SECURITYFS, TRACEFS},
     syscalls::{self, BtfHook, Refusal},
 };
-use crate::btf::{Btf, BtfKind, VMLINUX_BTF};
+use crate::{
+    btf::{Btf, BtfKind, VMLINUX_BTF},
+    sensors::FILE_OPEN_FUNCTION,
+};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -342,6 +345,26 @@ pub(super) fn btf_hooks(c: &mut Checks, btf: &Btf) {
             "fentry do_sys_openat2",
             Status::No,
             format!("no {func} in the kernel BTF"),
+        ),
+    }
+}
+
+/// The open sensor without the BPF LSM: an `fentry` on `security_file_open`, loaded and
+/// attached (the kprobe on it is probed with the other perf hooks).
+pub(super) fn file_open_fentry(c: &mut Checks, btf: &Btf) {
+    const ID: (&str, &str) = ("hook.fentry_file_open", "fentry security_file_open");
+    match btf.type_id(FILE_OPEN_FUNCTION, BtfKind::Func) {
+        Some(id) => c.attach(
+            ID.0,
+            ID.1,
+            syscalls::load_and_attach_btf(BtfHook::Fentry, id),
+            "attaches: opens without the BPF LSM are resolved to files, io_uring's included",
+        ),
+        None => c.push(
+            ID.0,
+            ID.1,
+            Status::No,
+            format!("no {FILE_OPEN_FUNCTION} in the kernel BTF"),
         ),
     }
 }

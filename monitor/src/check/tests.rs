@@ -89,6 +89,61 @@ fn a_refused_lsm_falls_back_to_tracepoints_and_says_why() {
     assert!(degraded[0].contains("not in capability,yama"));
 }
 
+/// Without the BPF LSM, opens come from fentry, else kprobe, on `security_file_open`
+/// when either attaches, and the LSM's absence then costs only the network decision.
+#[test]
+fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
+    let no_lsm = with(
+        capable(),
+        "lsm.active",
+        Status::No,
+        "not in capability,yama",
+    );
+    let probe = |id, status| Check {
+        id,
+        what: id,
+        status,
+        detail: "x".into(),
+        errno: None,
+    };
+    for (fentry, kprobe, want) in [
+        (Status::Yes, Status::Yes, OpenSensor::Fentry),
+        (Status::Refused, Status::Yes, OpenSensor::Kprobe),
+        (Status::Refused, Status::No, OpenSensor::Tracepoints),
+    ] {
+        let mut checks = no_lsm.clone();
+        checks.push(probe("hook.fentry_file_open", fentry));
+        checks.push(probe("program.own_fentry_file_open", Status::Yes));
+        checks.push(probe("hook.kprobe_file_open", kprobe));
+        checks.push(probe("program.own_kprobe_file_open", Status::Yes));
+        let (backend, degraded, _) = verdict(&checks);
+        assert_eq!(backend, Some(Backend::Tracepoint));
+        assert_eq!(open_sensor(&checks, Backend::Tracepoint), want);
+        assert_eq!(
+            degraded[0].starts_with("no BPF LSM: io_uring opens are reported as io_uring"),
+            want == OpenSensor::Tracepoints,
+            "{degraded:?}"
+        );
+        if want != OpenSensor::Tracepoints {
+            assert!(degraded[0].contains(want.describe()), "{degraded:?}");
+        }
+    }
+    // The kernel attaches a trivial fentry program, the verifier rejects pthwatch's own:
+    // the kprobe, as the daemon would fall back to.
+    let mut checks = no_lsm.clone();
+    checks.push(probe("hook.fentry_file_open", Status::Yes));
+    checks.push(probe("program.own_fentry_file_open", Status::No));
+    checks.push(probe("hook.kprobe_file_open", Status::Yes));
+    checks.push(probe("program.own_kprobe_file_open", Status::Yes));
+    assert_eq!(
+        open_sensor(&checks, Backend::Tracepoint),
+        OpenSensor::Kprobe
+    );
+    let mut checks = capable();
+    checks.push(probe("hook.fentry_file_open", Status::Yes));
+    assert_eq!(open_sensor(&checks, Backend::Lsm), OpenSensor::Lsm);
+}
+
 #[test]
 fn pthwatch_lsm_programs_the_verifier_rejects_mean_tracepoints() {
     let checks = with(
@@ -192,11 +247,13 @@ fn the_verifier_reason_is_its_last_complaint() {
 
 fn report(checks: Vec<Check>) -> CapabilityReport {
     let (backend, degraded, cannot_protect) = verdict(&checks);
+    let opens = backend.map(|b| open_sensor(&checks, b));
     CapabilityReport {
         kernel: "6.1.0".into(),
         machine: "x86_64".into(),
         checks,
         backend,
+        opens,
         degraded,
         cannot_protect,
     }
@@ -240,7 +297,9 @@ fn the_report_is_aligned_and_grouped() {
         "{text}"
     );
     assert!(
-        text.contains("\nbackend: tracepoints\ndegraded:\n  - no BPF LSM: "),
+        text.contains(
+            "\nbackend: tracepoints\nopens: open syscall tracepoints\ndegraded:\n  - no BPF LSM: "
+        ),
         "{text}"
     );
     assert!(text.contains(". lsm/file_open: EPERM\n"), "{text}");
@@ -252,6 +311,7 @@ fn the_report_is_aligned_and_grouped() {
 
     let json: serde_json::Value = serde_json::to_value(&r).unwrap();
     assert_eq!(json["backend"], "tracepoint");
+    assert_eq!(json["opens"], "tracepoints");
     assert_eq!(json["checks"][1]["errno"], "EPERM");
     assert!(json["checks"][0].get("errno").is_none());
 

@@ -6,7 +6,10 @@
 //! tracepoints, scheduler `tp_btf`, `cgroup_sock_addr`/`cgroup_skb` at the cgroup v2 root,
 //! a `Py_RunMain` uprobe) runs everywhere pthwatch runs; where the kernel allows BPF LSM
 //! programs, the LSM backend sees opens at `file_open` and decides connects and sends at
-//! `socket_connect` / `socket_sendmsg` instead (the rest is shared).
+//! `socket_connect` / `socket_sendmsg` instead (the rest is shared). Without the BPF LSM,
+//! an fentry (or kprobe) on `security_file_open` takes the open tracepoints' place where
+//! it attaches (`file_open`).
+mod file_open;
 mod lsm;
 mod tracepoint;
 
@@ -22,8 +25,12 @@ use monitor_common::{
 };
 use serde::Serialize;
 
-pub use self::tracepoint::load_sensors;
+pub use self::{file_open::OpenSensor, tracepoint::load_sensors};
 pub(crate) use self::{
+    file_open::{
+        FENTRY_PROGRAM as FENTRY_FILE_OPEN_PROGRAM, FUNCTION as FILE_OPEN_FUNCTION,
+        KPROBE_PROGRAM as KPROBE_FILE_OPEN_PROGRAM,
+    },
     lsm::LSM_PROGRAMS,
     tracepoint::{ACCEPT_PROGRAMS, EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
 };
@@ -165,6 +172,8 @@ impl Default for SensorOptions {
 /// Loaded and attached kernel programs with the maps the daemon uses.
 pub struct Sensors {
     pub backend: Backend,
+    /// What reports opens: the LSM hook, `security_file_open`, or the open tracepoints.
+    pub opens: OpenSensor,
     pub attachments: Vec<Attachment>,
     /// Kept alive: dropping it detaches every program.
     ebpf: Ebpf,
@@ -198,6 +207,8 @@ impl Drop for Sensors {
                 Program::CgroupSockAddr(p) => p.unload(),
                 Program::CgroupSkb(p) => p.unload(),
                 Program::Lsm(p) => p.unload(),
+                Program::FEntry(p) => p.unload(),
+                Program::KProbe(p) => p.unload(),
                 // Whatever else there is goes when the object is dropped.
                 _ => Ok(()),
             };
@@ -258,11 +269,13 @@ impl Sensors {
     pub(crate) fn from_loaded(
         mut ebpf: Ebpf,
         backend: Backend,
+        opens: OpenSensor,
         attachments: Vec<Attachment>,
         opts: &SensorOptions,
     ) -> Result<Self, SensorError> {
         let mut sensors = Self {
             backend,
+            opens,
             attachments,
             events: Some(typed_map!(&mut ebpf, map_names::EVENTS)),
             hooks: typed_map!(&mut ebpf, map_names::HOOKS),

@@ -2,6 +2,8 @@
 //! supports offers; the BPF LSM backend (`super::lsm`) replaces its open tracepoints and
 //! its `cgroup_sock_addr` deciders where the kernel allows LSM programs, and keeps the
 //! rest (scheduler `tp_btf`, network and io_uring tracepoints, egress, `Py_RunMain`).
+//! Without the BPF LSM, an fentry or kprobe on `security_file_open` (`super::file_open`)
+//! replaces the open tracepoints where it attaches.
 use std::{fs::File, path::Path};
 
 use aya::{
@@ -13,7 +15,7 @@ use aya::{
 };
 use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 
-use super::{Attachment, Backend, EBPF_OBJECT, SensorError, SensorOptions, Sensors};
+use super::{Attachment, Backend, EBPF_OBJECT, OpenSensor, SensorError, SensorOptions, Sensors};
 
 /// Scheduler tracepoints (`tp_btf`): process lifecycle. Required.
 const SCHED: &[(&str, &str)] = &[
@@ -89,7 +91,8 @@ pub(crate) const ACCEPT_PROGRAMS: &[&str] = &["net_cg_sock_create", "net_sockops
 /// refuses to start rather than pretend.
 const CONNECT_PROGRAMS: &[&str] = &["net_cg_connect4", "net_cg_connect6"];
 
-/// The open tracepoints, which the LSM `file_open` program replaces.
+/// The open tracepoints, which the LSM `file_open` program, or the fentry or kprobe on
+/// `security_file_open`, replaces.
 fn is_open_tracepoint(name: &str) -> bool {
     name.starts_with("open_exit_")
 }
@@ -124,7 +127,32 @@ pub fn load_sensors(
             }
             Err(e) => tracing::error!(
                 error = %short(&e),
-                "FALLBACK: the BPF LSM programs did not load or attach; using the tracepoint backend (opens seen at the open syscalls, io_uring opens only as io_uring activity; connects decided by the cgroup programs)",
+                "FALLBACK: the BPF LSM programs did not load or attach; using the tracepoint backend (opens seen at security_file_open where fentry or a kprobe attaches, else at the open syscalls; connects decided by the cgroup programs)",
+            ),
+        }
+    }
+
+    // Without the BPF LSM, opens are taken at `security_file_open` where the kernel
+    // allows it (see `super::file_open`), in place of the open tracepoints.
+    let mut opens = if backend == Backend::Lsm {
+        OpenSensor::Lsm
+    } else {
+        OpenSensor::Tracepoints
+    };
+    if backend == Backend::Tracepoint {
+        match super::file_open::attach(&mut ebpf, &btf) {
+            Ok((sensor, attached)) => {
+                tracing::info!(
+                    sensor = sensor.describe(),
+                    "open sensor: opens are taken at security_file_open, in place of the open syscall tracepoints (io_uring opens are resolved to files)",
+                );
+                attachments.push(attached);
+                opens = sensor;
+            }
+            Err((fentry, kprobe)) => tracing::info!(
+                fentry = %fentry,
+                kprobe = %kprobe,
+                "open sensor: no fentry or kprobe on security_file_open here; using the open syscall tracepoints (io_uring opens seen only as io_uring activity)",
             ),
         }
     }
@@ -134,7 +162,7 @@ pub fn load_sensors(
         record(&mut attachments, name, tp.to_owned(), true, false, result)?;
     }
     for &(name, category, events, required) in TRACEPOINTS {
-        if backend == Backend::Lsm && is_open_tracepoint(name) {
+        if opens != OpenSensor::Tracepoints && is_open_tracepoint(name) {
             continue;
         }
         let event = first_event(tracefs, category, events);
@@ -249,7 +277,7 @@ pub fn load_sensors(
         source,
     })?;
 
-    Sensors::from_loaded(ebpf, backend, attachments, opts)
+    Sensors::from_loaded(ebpf, backend, opens, attachments, opts)
 }
 
 /// Records what attached. An optional probe that did not is logged as running degraded,
@@ -339,7 +367,7 @@ fn attach_sock_addr(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Resul
 }
 
 /// A program error in one line (a rejected program: the verifier's reason, not its log).
-fn short(e: &SensorError) -> String {
+pub(super) fn short(e: &SensorError) -> String {
     match e {
         SensorError::Program { name, source } => {
             format!("{name}: {}", crate::check::short_error(source))
