@@ -98,29 +98,8 @@ pub(super) fn lsm_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         );
         return;
     }
-    let (Some(offsets), false) = (offsets, EBPF_OBJECT.is_empty()) else {
-        c.push(
-            ID.0,
-            ID.1,
-            Status::Error,
-            "no kernel offsets, or this binary has no kernel programs",
-        );
-        return;
-    };
-    let btf = match aya::Btf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => {
-            c.push(ID.0, ID.1, Status::Error, format!("kernel BTF: {e}"));
-            return;
-        }
-    };
-    let loaded = load_object(EbpfLoader::new().btf(Some(&btf)).override_global(
-        OFFSETS_GLOBAL,
-        offsets,
-        true,
-    ));
-    let mut ebpf = match loaded {
-        Ok(ebpf) => ebpf,
+    let (mut ebpf, btf) = match load_with_offsets(offsets) {
+        Ok(loaded) => loaded,
         Err((status, detail)) => {
             c.push(ID.0, ID.1, status, detail);
             return;
@@ -182,33 +161,8 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         .into_iter()
         .filter_map(|(probe, row)| probe.then_some(row))
         .collect();
-    let (Some(offsets), false) = (offsets, EBPF_OBJECT.is_empty()) else {
-        for (id, what) in probes {
-            c.push(
-                id,
-                what,
-                Status::Error,
-                "no kernel offsets, or this binary has no kernel programs",
-            );
-        }
-        return;
-    };
-    let btf = match aya::Btf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => {
-            for (id, what) in probes {
-                c.push(id, what, Status::Error, format!("kernel BTF: {e}"));
-            }
-            return;
-        }
-    };
-    let loaded = load_object(EbpfLoader::new().btf(Some(&btf)).override_global(
-        OFFSETS_GLOBAL,
-        offsets,
-        true,
-    ));
-    let mut ebpf = match loaded {
-        Ok(ebpf) => ebpf,
+    let (mut ebpf, btf) = match load_with_offsets(offsets) {
+        Ok(loaded) => loaded,
         Err((status, detail)) => {
             for (id, what) in probes {
                 c.push(id, what, status, detail.clone());
@@ -240,6 +194,24 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
             .collect();
         row(c, KPROBE, &failures);
     }
+}
+
+/// The embedded object loaded with this kernel's structure offsets, and the kernel's BTF
+/// (what LSM, fentry and kprobe programs need), or the status and detail of the failure.
+fn load_with_offsets(offsets: Option<&Offsets>) -> Result<(aya::Ebpf, aya::Btf), (Status, String)> {
+    let (Some(offsets), false) = (offsets, EBPF_OBJECT.is_empty()) else {
+        return Err((
+            Status::Error,
+            "no kernel offsets, or this binary has no kernel programs".to_owned(),
+        ));
+    };
+    let btf = aya::Btf::from_sys_fs().map_err(|e| (Status::Error, format!("kernel BTF: {e}")))?;
+    let ebpf = load_object(EbpfLoader::new().btf(Some(&btf)).override_global(
+        OFFSETS_GLOBAL,
+        offsets,
+        true,
+    ))?;
+    Ok((ebpf, btf))
 }
 
 /// The embedded object loaded for probing (a one-page ring buffer: nothing is sent), or
