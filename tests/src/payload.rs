@@ -5,7 +5,7 @@ use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 
-use crate::{Daemon, Sandbox, base64, real, wait_until};
+use crate::{Daemon, Sandbox, TcpSink, base64, real, wait_until};
 
 /// Python that reads the sandbox's SSH key and AWS credentials into `blob` (bytes).
 pub const READ_CREDENTIALS: &str = r#"
@@ -155,4 +155,25 @@ pub fn exfil_alert(daemon: &Daemon) -> Option<Value> {
     daemon.wait_alert(Duration::from_secs(10), |a| {
         a["rule"] == "hook_credential_exfiltration"
     })
+}
+
+/// Ends a block-mode test of a hook whose payload sends the sandbox's credentials to
+/// `sink`: waits up to `wait` for the payload's marker, stops the daemon, and asserts that
+/// the send failed with EPERM (`why` otherwise), that no byte reached `sink`, and that the
+/// exfiltration alert names the hook `pth`, blocked.
+pub fn assert_hook_blocked(
+    daemon: Daemon,
+    sb: &Sandbox,
+    pth: &Path,
+    sink: &TcpSink,
+    wait: Duration,
+    why: &str,
+) {
+    let done = wait_marker(sb, wait);
+    let alert = exfil_alert(&daemon);
+    let alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("error 1"), "{why}");
+    assert_eq!(sink.bytes(), 0);
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_exfil_alert(&alert, sb, pth, sink.port, "blocked");
 }

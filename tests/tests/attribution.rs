@@ -12,8 +12,8 @@ use std::{
 use integration_tests::{
     Daemon, PYTHON, Sandbox, TcpSink, can_run,
     payload::{
-        READ_CREDENTIALS, assert_exfil_alert, exfil_alert, preexisting_suspect_hooks, relevant,
-        wait_marker,
+        READ_CREDENTIALS, assert_exfil_alert, assert_hook_blocked, exfil_alert,
+        preexisting_suspect_hooks, relevant, wait_marker,
     },
     run_bounded, wait_until,
 };
@@ -174,17 +174,14 @@ fn a_renamed_copy_of_the_interpreter_running_the_hook_is_caught() {
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(10));
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(
-        done.as_deref(),
-        Some("error 1"),
-        "the renamed interpreter's hook got through"
+    assert_hook_blocked(
+        daemon,
+        &sb,
+        &pth,
+        &sink,
+        Duration::from_secs(10),
+        "the renamed interpreter's hook got through",
     );
-    assert_eq!(sink.bytes(), 0);
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
-    assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
 }
 
 /// A program checked once and spared the probation (root's, unable to run Python) that is
@@ -239,17 +236,14 @@ fn a_spared_program_overwritten_in_place_with_an_interpreter_is_caught() {
         Duration::from_secs(60),
     );
     assert_eq!(code, 0, "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(10));
-    let alert = exfil_alert(&daemon);
-    let alerts = daemon.stop();
-    assert_eq!(
-        done.as_deref(),
-        Some("error 1"),
-        "the overwritten program's hook got through"
+    assert_hook_blocked(
+        daemon,
+        &sb,
+        &pth,
+        &sink,
+        Duration::from_secs(10),
+        "the overwritten program's hook got through",
     );
-    assert_eq!(sink.bytes(), 0);
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
-    assert_exfil_alert(&alert, &sb, &pth, sink.port, "blocked");
 }
 
 /// A program that is not an interpreter lists a site dir and reads its `.pth` files (an
