@@ -18,7 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use monitor::events::{DecodeError, Event, decode};
 use monitor_common::{
     ARGV_LEN, COMM_LEN, EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent,
-    NetEvent, OpenEvent, PATH_STORE_LEN,
+    NetEvent, OpenEvent, PATH_STORE_LEN, exec_flags,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -151,7 +151,13 @@ fn encode(event: &Event) -> Option<Vec<u8>> {
                 offset_of!(ExecEvent, exe_dev),
                 &e.exe_dev.to_ne_bytes(),
             );
-            let flags = u32::from(e.exe_truncated);
+            let mut flags = 0;
+            if e.exe_truncated {
+                flags |= exec_flags::PATH_TRUNCATED;
+            }
+            if e.denied {
+                flags |= exec_flags::DENIED;
+            }
             put(
                 &mut b,
                 offset_of!(ExecEvent, path_flags),

@@ -35,6 +35,7 @@ pub mod maps {
     pub const CREDS: &str = "CREDS";
     pub const CRED_NAMES: &str = "CRED_NAMES";
     pub const INTERPRETERS: &str = "INTERPRETERS";
+    pub const WRITTEN: &str = "WRITTEN";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCRATCH: &str = "SCRATCH";
@@ -215,6 +216,15 @@ pub mod exe_verdict {
 }
 
 /// Enforcement mode (`KernelConfig::mode`).
+/// `ExecEvent::path_flags`.
+pub mod exec_flags {
+    /// The path walk stopped before the root: the path is a tail.
+    pub const PATH_TRUNCATED: u32 = 1 << 0;
+    /// The kernel refused this exec (or killed the new program before it ran): a hook
+    /// lineage executing a file it wrote, or a memfd. No argv: the new program never ran.
+    pub const DENIED: u32 = 1 << 1;
+}
+
 pub mod mode {
     pub const ALERT: u32 = 0;
     pub const BLOCK: u32 = 1;
@@ -290,6 +300,7 @@ pub struct ExecEvent {
     pub exe_dev: u32,
     pub argv_len: u32,
     pub path_len: u32,
+    /// `exec_flags::*`.
     pub path_flags: u32,
     pub comm: [u8; COMM_LEN],
     /// Path components leaf first, each NUL-terminated (decoded by the daemon).
@@ -521,7 +532,10 @@ pub struct KernelConfig {
     /// 1: in block and kill mode, a lineage one of whose events was lost (full ring
     /// buffer) is quarantined, since what it did can no longer be known.
     pub fail_closed: u32,
-    pub _pad: u32,
+    /// `mode::*` for a lineage executing a file it wrote (or a memfd): block refuses
+    /// the exec (the LSM hook returns -EPERM; elsewhere the new program is killed before
+    /// its first instruction), kill also kills the lineage.
+    pub exec_written_mode: u32,
 }
 const _: () = assert!(size_of::<KernelConfig>() == 32);
 

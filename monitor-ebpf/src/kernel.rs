@@ -86,6 +86,20 @@ pub fn read_ptr(base: Kptr, off: u32) -> Result<Kptr, i64> {
     read::<u64>(base, off).map(|p| p as Kptr)
 }
 
+/// Whether `file` is a memfd (`memfd_create`): the kernel names its dentry
+/// `memfd:<name>`.
+#[inline(always)]
+pub fn is_memfd(file: Kptr) -> bool {
+    let o = offsets();
+    let Ok(dentry) = read_ptr(file, o.file_f_path + o.path_dentry) else {
+        return false;
+    };
+    let Ok(name) = read_ptr(dentry, o.dentry_d_name + o.qstr_name) else {
+        return false;
+    };
+    matches!(read::<[u8; 6]>(name, 0), Ok(b) if &b == b"memfd:")
+}
+
 /// `task->group_leader->start_boottime`: with the tgid, the key of a process.
 #[inline(always)]
 pub fn task_start_ns(task: Kptr) -> u64 {
@@ -266,7 +280,11 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Ok(parent) = read_ptr(dentry, o.dentry_d_parent) else {
         return 1;
     };
-    if parent == dentry {
+    // A dentry that is its own parent but not the mount's root is a file with no place
+    // in any tree (a memfd, `memfd:<name>`): its name is the whole path. Further up, the
+    // walk simply reached the top.
+    let pseudo = parent == dentry;
+    if pseudo && w.written != 0 {
         w.at_root = 1;
         return 1;
     }
@@ -297,6 +315,10 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
     w.off += n as u64;
     w.written += 1;
     w.dentry = parent as u64;
+    if pseudo {
+        w.at_root = 1;
+        return 1;
+    }
     if w.off as usize >= PATH_BUF_LEN {
         w.truncated = 1;
         return 1;

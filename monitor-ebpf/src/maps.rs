@@ -76,6 +76,12 @@ pub static CRED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(4096, 0
 #[map(name = "INTERPRETERS")]
 pub static INTERPRETERS: HashMap<FileKey, u32> = HashMap::with_max_entries(16384, 0);
 
+/// Regular files hook lineages opened for writing, by file identity; value: the lineage.
+/// An exec of one by the same lineage is refused in block mode (`exec_written_mode`).
+/// LRU: the oldest writes are forgotten first (userspace still knows them and alerts).
+#[map(name = "WRITTEN")]
+pub static WRITTEN: LruHashMap<FileKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
 /// Run-time settings, index 0.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<KernelConfig> = Array::with_max_entries(1, 0);

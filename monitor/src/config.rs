@@ -148,8 +148,14 @@ impl Config {
         for (rule, settings) in self.rules.iter() {
             // Every rule is set, `inherit` ones included: `RuleModes` would otherwise keep
             // its own default for unknown_startup_hook. The table only holds names from
-            // `detect::RULES`, which `set` accepts.
-            let _ = modes.set(rule, settings.mode.unwrap_or(self.daemon.mode));
+            // `detect::RULES`, which `set` accepts. A disabled rule neither reports nor
+            // acts: the kernel must not block for it either.
+            let mode = if settings.enabled {
+                settings.mode.unwrap_or(self.daemon.mode)
+            } else {
+                Mode::Alert
+            };
+            let _ = modes.set(rule, mode);
         }
         modes
     }

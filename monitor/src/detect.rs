@@ -49,11 +49,12 @@ use self::journal::{Journal, LINEAGE_RECORDS};
 pub const EXFIL: &str = "hook_credential_exfiltration";
 pub const UNKNOWN_HOOK: &str = "unknown_startup_hook";
 pub const RESPAWN: &str = "hook_runaway_respawn";
+pub const EXEC_WRITTEN: &str = "hook_exec_written_file";
 pub const RULES: [&str; 6] = [
     EXFIL,
     "hook_credential_access",
     "hook_persistence",
-    "hook_exec_written_file",
+    EXEC_WRITTEN,
     UNKNOWN_HOOK,
     RESPAWN,
 ];
@@ -703,7 +704,8 @@ impl Detector {
 
     fn on_exec(&mut self, rt: &mut RuntimeParts<'_>, e: &Exec) {
         let h = &e.header;
-        if h.lineage == 0 || self.dismissed.contains(&h.lineage) {
+        // What the kernel refused is reported whatever userspace thought of the lineage.
+        if h.lineage == 0 || (self.dismissed.contains(&h.lineage) && !e.denied) {
             return;
         }
         // The exec may be the first the daemon hears of the lineage: know it before the
@@ -716,6 +718,9 @@ impl Detector {
             "exe": display_path(&e.exe),
             "argv": e.argv.iter().take(16).collect::<Vec<_>>(),
         });
+        if e.denied {
+            record["refused"] = json!(true);
+        }
         if let Some(c) = self.containers.container_of(h.cgroup_id, h.tgid) {
             record["container"] = json!(c);
         }
@@ -725,6 +730,26 @@ impl Detector {
         // A script runs under its interpreter: the executable is the interpreter, the
         // file the lineage wrote is an argument (`#!` puts the script's path there).
         let scripts = script_arguments(h.tgid, &e.argv);
+        if e.denied {
+            // The kernel refused it (block or kill mode): the program never ran.
+            let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
+            let summary = format!(
+                "a startup hook's lineage tried to execute a file it wrote, and the kernel refused: {}",
+                display_path(&e.exe)
+            );
+            self.fire(
+                rt,
+                h.lineage,
+                EXEC_WRITTEN,
+                Severity::High,
+                action,
+                h.tgid,
+                None,
+                summary,
+                true,
+            );
+            return;
+        }
         let l = self.lineage(h.lineage, h.tgid);
         let written = if l.written.contains(&key) || memfd {
             Some(display_path(&e.exe))
@@ -735,12 +760,12 @@ impl Detector {
                 .map(|s| s.shown)
         };
         if let Some(what) = written {
-            let action = self.respond_outside_kernel(rt, h.lineage, "hook_exec_written_file");
+            let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
             let summary = format!("a startup hook's lineage executed a file it wrote: {what}");
             self.fire(
                 rt,
                 h.lineage,
-                "hook_exec_written_file",
+                EXEC_WRITTEN,
                 Severity::High,
                 action,
                 h.tgid,
@@ -1090,6 +1115,7 @@ impl Detector {
                 k.mode = modes.kernel().kernel();
                 k.unknown_hook_mode = modes.get(UNKNOWN_HOOK).kernel();
                 k.respawn_mode = modes.get(RESPAWN).kernel();
+                k.exec_written_mode = modes.get(EXEC_WRITTEN).kernel();
                 k.probation_opens = config.daemon.probation_opens;
                 k.fail_closed = u32::from(config.daemon.fail_closed_on_lost_events);
                 if let Err(e) = rt.sensors.set_config(k) {

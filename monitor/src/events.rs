@@ -9,7 +9,7 @@ use std::{
 
 use monitor_common::{
     EventHeader, EventKind, ExecEvent, ExitEvent, ForkEvent, IoUringEvent, NetEvent, OpenEvent,
-    PATH_STORE_LEN,
+    PATH_STORE_LEN, exec_flags,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct Exec {
     pub header: EventHeader,
     pub exe: PathBuf,
     pub exe_truncated: bool,
+    /// The kernel refused the exec (`exec_flags::DENIED`): the program never ran.
+    pub denied: bool,
     pub exe_ino: u64,
     pub exe_dev: u32,
     pub comm: String,
@@ -203,7 +205,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             let exec = Exec {
                 header,
                 exe: decode_path(path),
-                exe_truncated: e.path_flags != 0,
+                exe_truncated: e.path_flags & exec_flags::PATH_TRUNCATED != 0,
+                denied: e.path_flags & exec_flags::DENIED != 0,
                 exe_ino: e.exe_ino,
                 exe_dev: e.exe_dev,
                 comm: cstr(&e.comm),

@@ -100,6 +100,7 @@ pub fn run(o: RunOptions) -> Result<ExitCode> {
         probation_opens: config.daemon.probation_opens,
         unknown_hook_mode: modes.get(crate::detect::UNKNOWN_HOOK).kernel(),
         respawn_mode: modes.get(crate::detect::RESPAWN).kernel(),
+        exec_written_mode: modes.get(crate::detect::EXEC_WRITTEN).kernel(),
         ringbuf_bytes: config.daemon.ringbuf_bytes,
         fail_closed: config.daemon.fail_closed_on_lost_events,
         ..SensorOptions::default()

@@ -124,7 +124,7 @@ fn lsm_programs_loaded() -> Option<usize> {
             .iter()
             .filter(|p| {
                 p["name"].as_str().is_some_and(|n| {
-                    matches!(n, "open_lsm" | "open_fentry" | "open_kprobe")
+                    matches!(n, "open_lsm" | "open_fentry" | "open_kprobe" | "exec_lsm")
                         || n.starts_with("net_lsm_")
                 })
             })
@@ -210,4 +210,116 @@ with open(os.path.join(home, 'payload.done'), 'w') as f:
         read.contains(&want),
         "with opens taken by {sensor} the io_uring open names {want}: {alert:#}"
     );
+}
+
+/// How a hook's child gets a program of its own to run: a copy of `/usr/bin/touch` it
+/// writes to disk, or the same bytes in a memfd. Leaves the path to exec in `stage`.
+const COPY_TO_DISK: &str = "import shutil
+stage = os.path.join(home, '.cache', 'helper')
+os.makedirs(os.path.dirname(stage), exist_ok=True)
+shutil.copy('/usr/bin/touch', stage)
+os.chmod(stage, 0o755)
+fds = ()
+";
+const COPY_TO_MEMFD: &str = "m = os.memfd_create('helper', 0)
+with open('/usr/bin/touch', 'rb') as f:
+    os.write(m, f.read())
+stage = '/proc/self/fd/%d' % m
+fds = (m,)
+";
+
+/// A hook's child writes a program (`stage`, see above) and runs it to create
+/// `~/ran`. In block mode the program must never run: where the LSM backend is in use,
+/// `bprm_check_security` refuses the exec (EPERM); elsewhere the new program is killed
+/// at exec, before its first instruction. Either way `hook_exec_written_file` reports
+/// it, blocked. In alert mode it runs and is reported.
+fn run_written_program(name: &str, stage: &str, mode: &str) {
+    let report = check();
+    let sb = Sandbox::new(name);
+    let ran = sb.home.join("ran");
+    let child = format!(
+        "import os, subprocess
+home = os.path.expanduser('~')
+{stage}
+try:
+    r = 'exit %d' % subprocess.run([stage, {ran:?}], pass_fds=fds, timeout=20).returncode
+except OSError as e:
+    r = 'refused %d' % e.errno
+with open(os.path.join(home, 'payload.done'), 'w') as f:
+    f.write(r)
+",
+        ran = ran.display().to_string(),
+    );
+    let pth = sb.pth("dropper.pth", &spawning_pth_line(&child));
+    let daemon = Daemon::start(mode, &[]);
+    let (code, out) = sb.python(&["-c", "pass"]);
+    assert_eq!(code, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(30));
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_exec_written_file"
+    });
+    let alerts = daemon.stop();
+    let alert =
+        alert.unwrap_or_else(|| panic!("{name}: no hook_exec_written_file alert in {alerts:#?}"));
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&pth).to_string_lossy()),
+        "{name}: {alert:#}"
+    );
+    let summary = alert["summary"].as_str().unwrap_or_default();
+    if mode == "alert" {
+        assert_eq!(
+            done.as_deref(),
+            Some("exit 0"),
+            "{name}: the program must run"
+        );
+        assert!(ran.exists(), "{name}: the program must have run");
+        assert_eq!(alert["action"], "alert", "{name}: {alert:#}");
+        return;
+    }
+    let want = if lsm_expected(&report) {
+        "refused 1"
+    } else {
+        "exit -9"
+    };
+    assert_eq!(
+        done.as_deref(),
+        Some(want),
+        "{name}: backend {}",
+        report["backend"]
+    );
+    assert!(!ran.exists(), "{name}: the written program ran");
+    assert_eq!(alert["action"], "blocked", "{name}: {alert:#}");
+    assert!(summary.contains("the kernel refused"), "{name}: {alert:#}");
+    // The alert names what was run: the file, or the memfd by its name.
+    let shown = if stage.contains("memfd_create") {
+        "/memfd:helper".to_owned()
+    } else {
+        real(&sb.home.join(".cache/helper"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert!(summary.ends_with(&shown), "{name}: want {shown}: {alert:#}");
+}
+
+#[test]
+fn a_hook_lineage_cannot_run_a_program_it_wrote_to_disk() {
+    if can_run() {
+        run_written_program("exec-written", COPY_TO_DISK, "block");
+    }
+}
+
+#[test]
+fn a_hook_lineage_cannot_run_a_program_from_a_memfd() {
+    if can_run() {
+        run_written_program("exec-memfd", COPY_TO_MEMFD, "block");
+    }
+}
+
+/// Alert mode reports the same exec and lets it run: the refusal is the rule's mode.
+#[test]
+fn in_alert_mode_a_written_program_runs_and_is_reported() {
+    if can_run() {
+        run_written_program("exec-written-alert", COPY_TO_DISK, "alert");
+    }
 }

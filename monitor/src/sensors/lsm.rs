@@ -1,8 +1,9 @@
 //! The BPF LSM backend's own programs: `file_open` (every open, resolved from the file
-//! the kernel hands over, io_uring's included) and `socket_connect` / `socket_sendmsg`
-//! (the network decision, by return value). They take the place of the open syscall
-//! tracepoints and of the `cgroup_sock_addr` programs; everything else is shared with the
-//! tracepoint backend.
+//! the kernel hands over, io_uring's included), `socket_connect` / `socket_sendmsg`
+//! (the network decision, by return value) and `bprm_check_security` (a hook lineage's
+//! exec of a file it wrote is refused before it happens). They take the place of the
+//! open syscall tracepoints and of the `cgroup_sock_addr` programs; everything else is
+//! shared with the tracepoint backend.
 use aya::{Btf, Ebpf, programs::Lsm};
 
 use super::{Attachment, SensorError, tracepoint::program};
@@ -13,6 +14,7 @@ pub(crate) const LSM_PROGRAMS: &[(&str, &str)] = &[
     ("open_lsm", "file_open"),
     ("net_lsm_connect", "socket_connect"),
     ("net_lsm_sendmsg", "socket_sendmsg"),
+    ("exec_lsm", "bprm_check_security"),
 ];
 
 /// The LSM program that decides connects.

@@ -142,6 +142,8 @@ pub struct SensorOptions {
     pub probation_opens: u32,
     pub unknown_hook_mode: u32,
     pub respawn_mode: u32,
+    /// `hook_exec_written_file`: block and kill refuse the exec in the kernel.
+    pub exec_written_mode: u32,
     /// Quarantine a lineage whose events were lost (block and kill mode).
     pub fail_closed: bool,
 }
@@ -152,6 +154,7 @@ impl SensorOptions {
         self.mode >= monitor_common::mode::BLOCK
             || self.unknown_hook_mode >= monitor_common::mode::BLOCK
             || self.respawn_mode >= monitor_common::mode::BLOCK
+            || self.exec_written_mode >= monitor_common::mode::BLOCK
     }
 }
 
@@ -164,6 +167,7 @@ impl Default for SensorOptions {
             probation_opens: 64,
             unknown_hook_mode: monitor_common::mode::ALERT,
             respawn_mode: monitor_common::mode::ALERT,
+            exec_written_mode: monitor_common::mode::ALERT,
             fail_closed: true,
         }
     }
@@ -298,7 +302,7 @@ impl Sensors {
             unknown_hook_mode: opts.unknown_hook_mode,
             respawn_mode: opts.respawn_mode,
             fail_closed: u32::from(opts.fail_closed),
-            _pad: 0,
+            exec_written_mode: opts.exec_written_mode,
         })?;
         Ok(sensors)
     }
