@@ -725,55 +725,42 @@ impl Detector {
             record["container"] = json!(c);
         }
         self.journal_activity(Kind::Process, h.lineage, h.tgid, record);
-        let key = FileKey::new(e.exe_dev, e.exe_ino);
-        let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
-        // A script runs under its interpreter: the executable is the interpreter, the
-        // file the lineage wrote is an argument (`#!` puts the script's path there).
-        let scripts = script_arguments(h.tgid, &e.argv);
-        if e.denied {
+        let summary = if e.denied {
             // The kernel refused it (block or kill mode): the program never ran.
-            let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
-            let summary = format!(
+            format!(
                 "a startup hook's lineage tried to execute a file it wrote, and the kernel refused: {}",
                 display_path(&e.exe)
-            );
-            self.fire(
-                rt,
-                h.lineage,
-                EXEC_WRITTEN,
-                Severity::High,
-                action,
-                h.tgid,
-                None,
-                summary,
-                true,
-            );
-            return;
-        }
-        let l = self.lineage(h.lineage, h.tgid);
-        let written = if l.written.contains(&key) || memfd {
-            Some(display_path(&e.exe))
+            )
         } else {
-            scripts
-                .into_iter()
-                .find(|s| s.memfd || l.written.contains(&s.key))
-                .map(|s| s.shown)
+            let key = FileKey::new(e.exe_dev, e.exe_ino);
+            let memfd = e.exe.to_string_lossy().starts_with("/memfd:");
+            // A script runs under its interpreter: the executable is the interpreter, the
+            // file the lineage wrote is an argument (`#!` puts the script's path there).
+            let scripts = script_arguments(h.tgid, &e.argv);
+            let l = self.lineage(h.lineage, h.tgid);
+            let written = if l.written.contains(&key) || memfd {
+                Some(display_path(&e.exe))
+            } else {
+                scripts
+                    .into_iter()
+                    .find(|s| s.memfd || l.written.contains(&s.key))
+                    .map(|s| s.shown)
+            };
+            let Some(what) = written else { return };
+            format!("a startup hook's lineage executed a file it wrote: {what}")
         };
-        if let Some(what) = written {
-            let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
-            let summary = format!("a startup hook's lineage executed a file it wrote: {what}");
-            self.fire(
-                rt,
-                h.lineage,
-                EXEC_WRITTEN,
-                Severity::High,
-                action,
-                h.tgid,
-                None,
-                summary,
-                true,
-            );
-        }
+        let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
+        self.fire(
+            rt,
+            h.lineage,
+            EXEC_WRITTEN,
+            Severity::High,
+            action,
+            h.tgid,
+            None,
+            summary,
+            true,
+        );
     }
 
     fn on_net(&mut self, rt: &mut RuntimeParts<'_>, n: &Net) {

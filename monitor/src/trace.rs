@@ -124,6 +124,9 @@ pub fn event_json(event: &Event) -> Value {
             m = header_json(kind, &e.header);
             m.insert("exe".into(), json!(crate::inventory::display_path(&e.exe)));
             m.insert("exe_truncated".into(), json!(e.exe_truncated));
+            if e.denied {
+                m.insert("refused".into(), json!(true));
+            }
             m.insert("exe_ino".into(), json!(e.exe_ino));
             m.insert("exe_dev".into(), json!(dev_string(e.exe_dev)));
             m.insert("comm".into(), json!(e.comm));
