@@ -96,7 +96,13 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
         let _ = emit_exec(
             EventKind::NewExecutable,
             &sighting,
-            &Exe::ran(key, exe),
+            // Userspace checks the file, not how it was run.
+            &Exe {
+                key,
+                file: exe,
+                flags: 0,
+                argv: false,
+            },
             &comm,
         );
     }

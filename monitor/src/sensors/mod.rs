@@ -133,6 +133,14 @@ impl Sensors {
     }
 }
 
+/// A map removal, where a key that is not there counts as removed.
+fn removed(name: &'static str, result: Result<(), aya::maps::MapError>) -> Result<(), SensorError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(source) => Err(SensorError::Map { name, source }),
+    }
+}
+
 /// What userspace tells the kernel side at start-up.
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
@@ -339,13 +347,7 @@ impl Sensors {
 
     /// Forgets a hook (its file is gone): the kernel then treats the identity as unknown.
     pub fn remove_hook(&mut self, key: FileKey) -> Result<(), SensorError> {
-        match self.hooks.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::Map {
-                name: map_names::HOOKS,
-                source,
-            }),
-        }
+        removed(map_names::HOOKS, self.hooks.remove(&key))
     }
 
     pub fn set_credential(&mut self, key: FileKey, category: u32) -> Result<(), SensorError> {
@@ -395,13 +397,7 @@ impl Sensors {
     /// Drops the kernel's verdict on an executable: its next run is on probation again
     /// and reported as new.
     pub fn forget_executable(&mut self, key: FileKey) -> Result<(), SensorError> {
-        match self.interpreters.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(SensorError::Map {
-                name: map_names::INTERPRETERS,
-                source,
-            }),
-        }
+        removed(map_names::INTERPRETERS, self.interpreters.remove(&key))
     }
 
     /// Starts tracking a process that was already running when pthwatch started.

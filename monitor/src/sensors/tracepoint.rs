@@ -234,19 +234,12 @@ pub fn load_sensors(
         Some(cgroup) => attach_egress(&mut ebpf, cgroup),
         None => Err(SensorError::NoCgroup2),
     };
-    if enforcing && let Err(e) = &result {
-        tracing::error!(
-            program = EGRESS_PROGRAM,
-            error = %short(e),
-            "DEGRADED: packets on sockets a hook opened before it read credentials are not dropped; new connects and sendmsg are still denied in the kernel, and kill mode still kills (`pthwatch check` reports this as program.own_egress)",
-        );
-    }
-    record(
+    record_optional(
         &mut attachments,
         EGRESS_PROGRAM,
-        cgroup_target.clone(),
-        false,
+        &cgroup_target,
         enforcing,
+        "packets on sockets a hook opened before it read credentials are not dropped; new connects and sendmsg are still denied in the kernel, and kill mode still kills (`pthwatch check` reports this as program.own_egress)",
         result,
     )?;
     for &name in ACCEPT_PROGRAMS {
@@ -254,19 +247,12 @@ pub fn load_sensors(
             Some(cgroup) => attach_accept(&mut ebpf, name, cgroup),
             None => Err(SensorError::NoCgroup2),
         };
-        if enforcing && let Err(e) = &result {
-            tracing::error!(
-                program = name,
-                error = %short(e),
-                "DEGRADED: connections a hook accepts on a socket it listens on are not dropped at egress; connects and sendmsg are still denied in the kernel (under the BPF LSM backend, sends on them too), and kill mode still kills",
-            );
-        }
-        record(
+        record_optional(
             &mut attachments,
             name,
-            cgroup_target.clone(),
-            false,
+            &cgroup_target,
             enforcing,
+            "connections a hook accepts on a socket it listens on are not dropped at egress; connects and sendmsg are still denied in the kernel (under the BPF LSM backend, sends on them too), and kill mode still kills",
             result,
         )?;
     }
@@ -278,6 +264,29 @@ pub fn load_sensors(
     })?;
 
     Sensors::from_loaded(ebpf, backend, opens, attachments, opts)
+}
+
+/// Records an optional cgroup program. When a rule enforces and it did not attach, what
+/// that costs (`degraded`) is logged at error level, which explains the failure.
+fn record_optional(
+    attachments: &mut Vec<Attachment>,
+    program: &'static str,
+    target: &str,
+    enforcing: bool,
+    degraded: &str,
+    result: Result<(), SensorError>,
+) -> Result<(), SensorError> {
+    if enforcing && let Err(e) = &result {
+        tracing::error!(program, error = %short(e), "DEGRADED: {degraded}");
+    }
+    record(
+        attachments,
+        program,
+        target.to_owned(),
+        false,
+        enforcing,
+        result,
+    )
 }
 
 /// Records what attached. An optional probe that did not is logged as running degraded,
