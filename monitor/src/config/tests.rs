@@ -367,7 +367,7 @@ fn config_values_out_of_their_set() {
         ),
         (
             "[credentials]\ndisable_categories = [\"ssh\", \"histroy\"]\n",
-            "t.toml:2:30: error: credentials.disable_categories[1]: unknown value `histroy` (did you mean `history`?); allowed: ssh, aws, gcp, azure, oci, kubernetes, docker, git, netrc, package_registry, vault, database, dot_env, history, tls_key, wallet, system, ci_tokens, custom, process_environment",
+            "t.toml:2:30: error: credentials.disable_categories[1]: unknown value `histroy` (did you mean `history`?); allowed: ssh, aws, gcp, azure, oci, kubernetes, docker, git, netrc, package_registry, vault, database, dot_env, history, tls_key, wallet, system, ci_tokens, custom, process_environment, browser, keyring, data_platform",
         ),
     ];
     for (text, want) in cases {

@@ -66,11 +66,18 @@ pub enum Category {
     /// A process's environment (`/proc/<pid>/environ`): where tokens handed to services
     /// and CI jobs in variables (`AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`) can be read.
     ProcessEnvironment = 20,
+    /// Browsers' and Electron apps' saved logins, cookies and session stores.
+    Browser = 21,
+    /// Private keys and password stores: GnuPG, `pass`, the desktop keyrings.
+    Keyring = 22,
+    /// Data and machine-learning platforms: Hugging Face, Kaggle, Databricks, Snowflake,
+    /// dbt, rclone, Streamlit secrets.
+    DataPlatform = 23,
 }
 
 impl Category {
     #[cfg(test)]
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 23] = [
         Self::Ssh,
         Self::Aws,
         Self::Gcp,
@@ -91,6 +98,9 @@ impl Category {
         Self::CiTokens,
         Self::Custom,
         Self::ProcessEnvironment,
+        Self::Browser,
+        Self::Keyring,
+        Self::DataPlatform,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +125,9 @@ impl Category {
             Self::CiTokens => "ci_tokens",
             Self::Custom => "custom",
             Self::ProcessEnvironment => "process_environment",
+            Self::Browser => "browser",
+            Self::Keyring => "keyring",
+            Self::DataPlatform => "data_platform",
         }
     }
 }
