@@ -244,7 +244,8 @@ fn try_exec_lsm(bprm: Kptr) -> Result<bool, i64> {
     if !refuse_written(lineage, &exe) {
         return Ok(false);
     }
-    let comm = bpf_get_current_comm().map_err(|e| e as i64)?;
+    // Refused whatever happens to the report.
+    let comm = bpf_get_current_comm().unwrap_or_default();
     st.lineage = lineage;
     let _ = emit_exec(EventKind::Exec, &st, &exe, &comm);
     enforce_kill(lineage);
