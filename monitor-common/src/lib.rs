@@ -243,6 +243,14 @@ pub mod hook_class {
     pub const RISKY: u32 = 4;
 }
 
+/// `HookInfo::flags`.
+pub mod hook_flags {
+    /// The hook's code is hidden (decoded or unpacked, then run) or registers code to run
+    /// later (exit handlers, signal handlers, tracing or import hooks): the interpreter's
+    /// exit handlers are run on its lineage's behalf.
+    pub const DEFERS: u32 = 1 << 0;
+}
+
 /// io_uring event kinds (`IoUringEvent::kind`).
 pub mod iouring_kind {
     pub const CREATE: u32 = 1;
@@ -401,8 +409,11 @@ pub struct ProcState {
     /// Opens left before a CANDIDATE is dropped.
     pub budget: u32,
     pub ppid: u32,
+    /// The lineage of the last hook that may defer work to the interpreter's exit
+    /// (`hook_flags::DEFERS`): the main thread acts for it from `Py_FinalizeEx` on.
+    pub exit_lineage: u64,
 }
-const _: () = assert!(size_of::<ProcState>() == 32);
+const _: () = assert!(size_of::<ProcState>() == 40);
 
 /// LINEAGES value: one per startup-hook execution whose effects are being followed.
 #[repr(C)]
@@ -475,10 +486,11 @@ pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
 
 /// HOOKS value: the inventory's verdict on a hook file.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HookInfo {
     pub class: u32,
-    pub _pad: u32,
+    /// `hook_flags::*`.
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<HookInfo>() == 8);
 

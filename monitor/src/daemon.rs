@@ -73,6 +73,7 @@ pub fn start(opts: &SensorOptions) -> Result<Runtime> {
             start_ns,
             budget: 0,
             ppid,
+            exit_lineage: 0,
         };
         match sensors.track_process(tgid, state) {
             Ok(()) => seeded += 1,

@@ -651,10 +651,10 @@ impl Detector {
         {
             tracing::debug!(dir = %dir.display(), error = %e, "could not watch site dir");
         }
-        let class = hook.class.kernel_class();
-        if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != class {
+        let info = hook.class.kernel_info();
+        if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != info.class {
             // Teach the kernel, so the next interpreter gets the right attribution.
-            if let Err(e) = rt.sensors.set_hook(key, class) {
+            if let Err(e) = rt.sensors.set_hook(key, info) {
                 tracing::warn!(path = %o.path.display(), error = %e, "could not record hook class in the kernel");
             }
         }

@@ -233,9 +233,9 @@ fn load_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (HookBook, Option<Site
     }
     let mut book = HookBook::default();
     for hook in std::mem::take(&mut inventory.hooks) {
-        let class = hook.class.kernel_class();
+        let info = hook.class.kernel_info();
         for key in kernel_keys(&hook) {
-            if let Err(e) = rt.sensors.set_hook(key, class) {
+            if let Err(e) = rt.sensors.set_hook(key, info) {
                 tracing::warn!(path = %hook.path.display(), error = %e, "could not record hook");
             }
         }

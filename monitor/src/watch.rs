@@ -450,8 +450,11 @@ impl Pending {
 /// One update of the kernel's HOOKS map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HookUpdate {
-    /// This file is a hook of this `hook_class`.
-    Set { key: FileKey, class: u32 },
+    /// This file is a hook: what the kernel keeps for it (class and flags).
+    Set {
+        key: FileKey,
+        info: monitor_common::HookInfo,
+    },
     /// This file no longer names a hook (deleted, replaced, its directory gone).
     Clear(FileKey),
 }
@@ -516,7 +519,7 @@ fn compact(updates: Vec<HookUpdate>) -> Vec<HookUpdate> {
 fn push(updates: &[HookUpdate], sensors: &mut Sensors) {
     for update in updates {
         let (key, result) = match *update {
-            HookUpdate::Set { key, class } => (key, sensors.set_hook(key, class)),
+            HookUpdate::Set { key, info } => (key, sensors.set_hook(key, info)),
             HookUpdate::Clear(key) => (key, sensors.remove_hook(key)),
         };
         if let Err(e) = result {
@@ -530,11 +533,11 @@ fn written(book: &mut HookBook, path: &Path, out: &mut Vec<HookUpdate>) {
         return;
     };
     out.extend(r.stale.iter().copied().map(HookUpdate::Clear));
-    let class = r.hook.class.kernel_class();
+    let info = r.hook.class.kernel_info();
     out.extend(
         kernel_keys(&r.hook)
             .into_iter()
-            .map(|key| HookUpdate::Set { key, class }),
+            .map(|key| HookUpdate::Set { key, info }),
     );
     match &r.previous {
         Some(p) if Arc::ptr_eq(p, &r.hook) => {

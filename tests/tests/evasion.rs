@@ -295,3 +295,101 @@ fn a_lineage_whose_events_were_lost_fails_closed() {
     assert_eq!(done.as_deref(), Some("error 1"), "fail-closed must deny");
     assert_eq!(tcp.bytes(), 0);
 }
+
+/// A hook that defers its work to the interpreter's exit (`atexit`): the handler runs in
+/// the main thread after the user's program, so it reads and sends on the hook's behalf
+/// (`Py_FinalizeEx` hands the main thread back to the hook's lineage). In block mode
+/// nothing arrives, and the alert names the hook.
+#[test]
+fn evasion_deferred_to_interpreter_exit() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("atexit");
+    let tcp = TcpSink::start();
+    let code = format!("{PRELUDE}{SEND_TCP}{FINISH}").replace("PORT", &tcp.port.to_string());
+    let handler = code
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let body =
+        format!("import atexit\ndef _later():\n{handler}\n    pass\natexit.register(_later)\n");
+    let body = body.replace(
+        "    try:\n        s = socket",
+        "    blob = open(cred, 'rb').read()\n    try:\n        s = socket",
+    );
+    let pth = sb.pth(
+        "deferred.pth",
+        &format!(
+            "import base64; exec(base64.b64decode('{}'))\n",
+            integration_tests::base64(body.as_bytes())
+        ),
+    );
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let (status, out) = run_bounded(
+        sb.command(integration_tests::PYTHON)
+            .args(["-c", "print('main program ran')"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("main program ran"), "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_credential_exfiltration"
+    });
+    let alerts = daemon.stop();
+    assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
+    assert_eq!(done.as_deref(), Some("error 1"));
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&pth).to_string_lossy()),
+        "{alert:#}"
+    );
+}
+
+/// The other side: a hook whose code is in plain sight and registers nothing is not
+/// blamed for what the program's own exit handler does (here: read the credentials and
+/// send them, as a legitimate upload at exit would). Block mode lets it through.
+#[test]
+fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_that_cannot_defer() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("own-atexit");
+    let tcp = TcpSink::start();
+    sb.pth(
+        "settings.pth",
+        "import os; os.environ.setdefault('PTHW_SETTING', '1')\n",
+    );
+    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
+        .replace("PORT", &tcp.port.to_string());
+    let program = format!(
+        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
+        handler
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let (status, out) = run_bounded(
+        sb.command(integration_tests::PYTHON).args(["-c", &program]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("sent"), "{alerts:#?}");
+    assert!(tcp.bytes() > 0);
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "hook_credential_exfiltration"),
+        "{alerts:#?}"
+    );
+}

@@ -21,7 +21,8 @@ use aya_ebpf::{
 };
 use monitor_common::{
     EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
-    PATH_OFFSET, ProcState, hook_class, lineage_flags, mode, open_match, open_source, proc_flags,
+    PATH_OFFSET, ProcState, hook_class, hook_flags, lineage_flags, mode, open_match, open_source,
+    proc_flags,
 };
 
 use crate::{
@@ -212,16 +213,21 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
     if matched & open_match::HOOK != 0 && st.flags & proc_flags::STARTUP != 0 {
         let key = FileKey::new(facts.dev, facts.ino);
         // SAFETY: the value is copied out immediately.
+        let mut defers = true;
         class = match unsafe { HOOKS.get(&key) } {
             Some(h) => {
                 matched |= open_match::HOOK_KNOWN;
+                defers = h.flags & hook_flags::DEFERS != 0;
                 h.class
             }
-            // Not in the inventory (new, or in a place it did not know): treat as unknown
-            // until userspace has read it.
+            // Not in the inventory (new, or in a place it did not know): treat as unknown,
+            // and as possibly deferring, until userspace has read it.
             None => hook_class::UNKNOWN,
         };
         acting = enter_hook(st, pid, tgid, class, key);
+        if defers && acting != 0 && st.flags & proc_flags::ATTRIBUTED == 0 {
+            st.exit_lineage = acting;
+        }
         if st.flags & proc_flags::ATTRIBUTED != 0 {
             matched |= reentry(acting, key);
         }

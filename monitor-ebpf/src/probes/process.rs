@@ -176,6 +176,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                     start_ns,
                     budget: 0,
                     ppid,
+                    exit_lineage: 0,
                 }
             } else {
                 ProcState {
@@ -185,6 +186,7 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                     start_ns,
                     budget: probation,
                     ppid,
+                    exit_lineage: 0,
                 }
             };
             if PROCS.insert(&tgid, &st, 0).is_err() {
@@ -391,6 +393,7 @@ fn try_process_fork(ctx: &BtfTracePointContext) -> Result<(), i64> {
         start_ns: child_start_ns,
         budget: 0,
         ppid: tgid,
+        exit_lineage: 0,
     };
     if PROCS.insert(&child_tgid, &new, 0).is_err() {
         count(counter::PROCS_FULL);

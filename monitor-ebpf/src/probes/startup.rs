@@ -1,6 +1,8 @@
 //! The end of interpreter start-up: CPython calls `Py_RunMain` once `site` (and with it
 //! every startup hook) has run. From here on the interpreter's main thread runs the
-//! program the user asked for, which is never blamed on a hook.
+//! program the user asked for, which is never blamed on a hook, until the program is over:
+//! `Py_FinalizeEx` then runs the exit handlers (`atexit`), which a hook may have
+//! registered, so the main thread acts for the process's hook lineage again.
 use aya_ebpf::{macros::uprobe, programs::ProbeContext};
 use monitor_common::{EventKind, ProcState, proc_flags};
 
@@ -24,5 +26,27 @@ pub fn startup_py_runmain(_ctx: ProbeContext) -> u32 {
     st.hook_tid = 0;
     let snapshot: ProcState = *st;
     send(&header(EventKind::StartupDone, &snapshot, lineage));
+    0
+}
+
+/// uprobe on `Py_FinalizeEx` (same targets as `startup_py_runmain`): the user's program is
+/// over. In an interpreter whose start-up ran a hook that may have deferred work to now
+/// (`hook_flags::DEFERS`: hidden code, or exit, signal, tracing or import hooks; the last
+/// such hook when several did), the main thread acts for that hook's lineage while the
+/// exit handlers run. Hooks that cannot have deferred anything are not blamed for what the
+/// program's own exit handlers do. Nothing is reported: what the handlers do is.
+#[uprobe]
+pub fn startup_py_finalize(_ctx: ProbeContext) -> u32 {
+    let (pid, tgid) = current_ids();
+    let Some(p) = proc_mut(tgid) else { return 0 };
+    // SAFETY: map value pointer from a successful lookup.
+    let st = unsafe { &mut *p };
+    // Wholly attributed processes act for their lineage anyway; in start-up the hook
+    // thread is already set.
+    if st.exit_lineage == 0 || st.flags & (proc_flags::ATTRIBUTED | proc_flags::STARTUP) != 0 {
+        return 0;
+    }
+    st.lineage = st.exit_lineage;
+    st.hook_tid = pid;
     0
 }

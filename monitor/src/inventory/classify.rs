@@ -34,6 +34,32 @@ pub enum HookClass {
 }
 
 impl HookClass {
+    /// What the kernel keeps for this hook's inode: its class, and whether it may defer
+    /// work to the interpreter's exit (`hook_flags::DEFERS`: its code is hidden, or it
+    /// registers exit, signal, tracing or import hooks).
+    pub fn kernel_info(&self) -> monitor_common::HookInfo {
+        let defers = match self {
+            Self::Risky { findings } => findings.iter().any(|f| {
+                matches!(
+                    f.kind,
+                    FindingKind::Decoding
+                        | FindingKind::EncodedBlob
+                        | FindingKind::OpaqueCode
+                        | FindingKind::Deferred
+                )
+            }),
+            _ => false,
+        };
+        monitor_common::HookInfo {
+            class: self.kernel_class(),
+            flags: if defers {
+                monitor_common::hook_flags::DEFERS
+            } else {
+                0
+            },
+        }
+    }
+
     /// The `monitor_common::hook_class` value the kernel keeps for this hook's inode.
     pub fn kernel_class(&self) -> u32 {
         use monitor_common::hook_class;

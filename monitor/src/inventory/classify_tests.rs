@@ -171,6 +171,39 @@ fn nspkg_coverage_pytest_cov() {
 }
 
 #[test]
+fn hooks_that_may_defer_work_to_exit_are_flagged_for_the_kernel() {
+    use monitor_common::hook_flags::DEFERS;
+    let defers = |content: &str| pth("x.pth", content, None).class.kernel_info().flags & DEFERS;
+    // Hidden code: what it registers cannot be read.
+    assert_eq!(defers(LITELLM), DEFERS);
+    // Exit, signal and import hooks in plain sight.
+    assert_eq!(
+        defers("import atexit; atexit.register(lambda: None)\n"),
+        DEFERS
+    );
+    assert_eq!(
+        defers("import signal; signal.signal(signal.SIGTERM, print)\n"),
+        DEFERS
+    );
+    assert_eq!(
+        defers("import sys; sys.meta_path.insert(0, object())\n"),
+        DEFERS
+    );
+    // Visible code that registers nothing: the program's own exit handlers are its own.
+    assert_eq!(
+        defers("import os;exec(\"try:\\n import certifi\\nexcept Exception: pass\\n\")\n"),
+        0
+    );
+    assert_eq!(defers("import mypkg_hook\n"), 0);
+    assert_eq!(defers("/opt/lib\n"), 0);
+    let c = pth("x.pth", "import atexit; atexit.register(print)\n", None);
+    assert_eq!(
+        c.class.kernel_info().class,
+        monitor_common::hook_class::RISKY
+    );
+}
+
+#[test]
 fn paths_only_is_inert() {
     let c = pth("foo.pth", "# editable\n/home/u/src/foo\n\n../rel\n", None);
     assert_eq!(c.class, HookClass::Inert);

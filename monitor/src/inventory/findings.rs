@@ -44,6 +44,9 @@ pub enum FindingKind {
     OpaqueCode,
     /// The file is larger than the read limit: the rest was not inspected.
     OversizedFile,
+    /// Registers code to run later, outside start-up: exit handlers (`atexit`), signal
+    /// handlers, tracing and audit hooks, import hooks, exception hooks.
+    Deferred,
 }
 
 impl FindingKind {
@@ -61,6 +64,7 @@ impl FindingKind {
             Self::NonAscii => "non_ascii",
             Self::OpaqueCode => "opaque_code",
             Self::OversizedFile => "oversized_file",
+            Self::Deferred => "deferred",
         }
     }
 }
@@ -88,8 +92,8 @@ impl fmt::Display for Finding {
 }
 
 use FindingKind::{
-    Decoding, DynamicCode, EncodedBlob, FileWrite, LongLine, NativeCode, Network, NonAscii,
-    ProcessSpawn, SecretAccess,
+    Decoding, Deferred, DynamicCode, EncodedBlob, FileWrite, LongLine, NativeCode, Network,
+    NonAscii, ProcessSpawn, SecretAccess,
 };
 
 /// Identifier tokens that are risky wherever they appear (string contents included).
@@ -117,6 +121,11 @@ const TOKENS: &[(FindingKind, &[&str])] = &[
         "websockets", "getaddrinfo", "gethostbyname", "curl", "wget", "pycurl", "xmlrpc",
     ]),
     (NativeCode, &["ctypes", "_ctypes", "cffi", "CDLL", "PyDLL", "cdll", "mmap"]),
+    (Deferred, &[
+        "atexit", "settrace", "setprofile", "addaudithook", "meta_path", "path_hooks",
+        "excepthook", "unraisablehook", "displayhook", "breakpointhook", "setitimer",
+        "SIGALRM", "SIGTERM", "SIGINT", "finalize",
+    ]),
     (FileWrite, &[
         "write_text", "write_bytes", "writelines", "shutil", "chmod", "chown", "makedirs",
         "mkdir", "symlink", "unlink", "rmtree", "crontab",

@@ -133,6 +133,13 @@ impl Sensors {
     }
 }
 
+/// The interpreter uprobes, (program, symbol): the end of start-up, and the start of
+/// finalization (exit handlers run on the hook's behalf again).
+pub(crate) const STARTUP_UPROBES: &[(&str, &str)] = &[
+    ("startup_py_runmain", "Py_RunMain"),
+    ("startup_py_finalize", "Py_FinalizeEx"),
+];
+
 /// A map removal, where a key that is not there counts as removed.
 fn removed(name: &'static str, result: Result<(), aya::maps::MapError>) -> Result<(), SensorError> {
     match result {
@@ -336,9 +343,9 @@ impl Sensors {
         })
     }
 
-    pub fn set_hook(&mut self, key: FileKey, class: u32) -> Result<(), SensorError> {
+    pub fn set_hook(&mut self, key: FileKey, info: HookInfo) -> Result<(), SensorError> {
         self.hooks
-            .insert(key, HookInfo { class, _pad: 0 }, 0)
+            .insert(key, info, 0)
             .map_err(|source| SensorError::Map {
                 name: map_names::HOOKS,
                 source,
@@ -496,26 +503,36 @@ impl Sensors {
     }
 
     /// Attaches the start-up-end marker to a file exporting `Py_RunMain` (an interpreter
-    /// binary or `libpython3.X.so`). Idempotent per file.
+    /// binary or `libpython3.X.so`), and the finalization marker (`Py_FinalizeEx`) where
+    /// it attaches. Idempotent per file.
     pub fn attach_runmain(&mut self, target: &Path) -> Result<bool, SensorError> {
         let key = file_key(target)
             .map_err(|e| SensorError::Mount(format!("{}: {e}", target.display())))?;
         if self.runmain_probed.contains(&key) {
             return Ok(false);
         }
-        let program: &mut UProbe = tracepoint::program(&mut self.ebpf, "startup_py_runmain")?;
-        let result = program.attach("Py_RunMain", target, UProbeScope::AllProcesses);
-        self.attachments.push(Attachment {
-            program: "startup_py_runmain",
-            target: format!("{}:Py_RunMain", target.display()),
-            error: result.as_ref().err().map(ToString::to_string),
-            required: false,
-        });
-        let link = result.map_err(|source| SensorError::Program {
-            name: "startup_py_runmain",
-            source,
-        })?;
-        self.runmain_links.push(link);
+        for &(name, symbol) in STARTUP_UPROBES {
+            let program: &mut UProbe = tracepoint::program(&mut self.ebpf, name)?;
+            let result = program.attach(symbol, target, UProbeScope::AllProcesses);
+            self.attachments.push(Attachment {
+                program: name,
+                target: format!("{}:{symbol}", target.display()),
+                error: result.as_ref().err().map(ToString::to_string),
+                required: false,
+            });
+            match result {
+                Ok(link) => self.runmain_links.push(link),
+                // Without the start-up end the target is no use: try again next time.
+                Err(source) if name == STARTUP_UPROBES[0].0 => {
+                    return Err(SensorError::Program { name, source });
+                }
+                Err(e) => tracing::warn!(
+                    target = %target.display(),
+                    error = %e,
+                    "no finalization marker: exit handlers a hook registered act for no one"
+                ),
+            }
+        }
         self.runmain_probed.insert(key);
         Ok(true)
     }

@@ -257,11 +257,12 @@ pub fn load_sensors(
         )?;
     }
 
-    let uprobe: &mut aya::programs::UProbe = program(&mut ebpf, "startup_py_runmain")?;
-    uprobe.load().map_err(|source| SensorError::Program {
-        name: "startup_py_runmain",
-        source,
-    })?;
+    for &(name, _) in super::STARTUP_UPROBES {
+        let uprobe: &mut aya::programs::UProbe = program(&mut ebpf, name)?;
+        uprobe
+            .load()
+            .map_err(|source| SensorError::Program { name, source })?;
+    }
 
     Sensors::from_loaded(ebpf, backend, opens, attachments, opts)
 }

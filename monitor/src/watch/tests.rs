@@ -2,7 +2,7 @@ use std::{ffi::OsStr, fs, os::unix::ffi::OsStrExt as _, path::PathBuf};
 
 use super::*;
 use crate::sensors::file_key;
-use monitor_common::hook_class;
+use monitor_common::{hook_class, hook_flags};
 
 /// A fresh `<tmp>/pthwatch-watch-<tag>-<pid>/lib/python3.11/site-packages`; returns
 /// (scratch root, site dir).
@@ -272,7 +272,7 @@ fn plan_reads_new_and_rewritten_hooks_and_clears_removed_ones() {
         plan(&mut w, changes, &mut book),
         vec![HookUpdate::Set {
             key,
-            class: hook_class::INERT
+            info: info(hook_class::INERT, 0)
         }]
     );
 
@@ -284,7 +284,7 @@ fn plan_reads_new_and_rewritten_hooks_and_clears_removed_ones() {
         plan(&mut w, changes, &mut book),
         vec![HookUpdate::Set {
             key,
-            class: hook_class::RISKY
+            info: info(hook_class::RISKY, 0)
         }]
     );
     let (_, hook) = book.iter().find(|(_, h)| h.path == evil).unwrap();
@@ -324,7 +324,8 @@ fn plan_clears_the_file_a_rename_replaced() {
             HookUpdate::Clear(old),
             HookUpdate::Set {
                 key: new,
-                class: hook_class::RISKY
+                // Decoded, then run: what it does is hidden, so it may defer work.
+                info: info(hook_class::RISKY, hook_flags::DEFERS)
             }
         ]
     );
@@ -366,11 +367,11 @@ fn a_rescan_finds_what_changed_before_the_watch() {
         HookUpdate::Clear(gone_key),
         HookUpdate::Set {
             key: file_key(&late).unwrap(),
-            class: hook_class::UNKNOWN,
+            info: info(hook_class::UNKNOWN, 0),
         },
         HookUpdate::Set {
             key: file_key(&extra).unwrap(),
-            class: hook_class::UNKNOWN,
+            info: info(hook_class::UNKNOWN, 0),
         },
     ];
     want.sort_by_key(|u| match u {
@@ -388,4 +389,8 @@ fn a_rescan_finds_what_changed_before_the_watch() {
     assert!(again.iter().all(|u| want.contains(u)));
     assert_eq!(book.len(), 2);
     fs::remove_dir_all(&root).unwrap();
+}
+
+fn info(class: u32, flags: u32) -> monitor_common::HookInfo {
+    monitor_common::HookInfo { class, flags }
 }
