@@ -444,20 +444,9 @@ impl Detector {
             }
         }
         if new_persistence {
-            let action = self.respond_outside_kernel(rt, h.lineage, "hook_persistence");
             let summary =
                 format!("a startup hook's lineage wrote {path}, where programs start themselves");
-            self.fire(
-                rt,
-                h.lineage,
-                "hook_persistence",
-                Severity::High,
-                action,
-                h.tgid,
-                None,
-                summary,
-                true,
-            );
+            self.respond_and_fire(rt, h.lineage, "hook_persistence", h.tgid, summary);
         }
     }
 
@@ -749,18 +738,7 @@ impl Detector {
             let Some(what) = written else { return };
             format!("a startup hook's lineage executed a file it wrote: {what}")
         };
-        let action = self.respond_outside_kernel(rt, h.lineage, EXEC_WRITTEN);
-        self.fire(
-            rt,
-            h.lineage,
-            EXEC_WRITTEN,
-            Severity::High,
-            action,
-            h.tgid,
-            None,
-            summary,
-            true,
-        );
+        self.respond_and_fire(rt, h.lineage, EXEC_WRITTEN, h.tgid, summary);
     }
 
     fn on_net(&mut self, rt: &mut RuntimeParts<'_>, n: &Net) {
@@ -839,6 +817,30 @@ impl Detector {
     /// The response of a rule the kernel does not decide by itself, in that rule's mode:
     /// block quarantines the lineage (the kernel denies its network from now on), kill
     /// kills it (from the kernel at each member's next hooked call, and from here).
+    /// A high-severity rule decided here, not in the kernel: its response (by the rule's
+    /// mode), then its alert.
+    fn respond_and_fire(
+        &mut self,
+        rt: &mut RuntimeParts<'_>,
+        lineage: u64,
+        rule: &'static str,
+        tgid: u32,
+        summary: String,
+    ) {
+        let action = self.respond_outside_kernel(rt, lineage, rule);
+        self.fire(
+            rt,
+            lineage,
+            rule,
+            Severity::High,
+            action,
+            tgid,
+            None,
+            summary,
+            true,
+        );
+    }
+
     fn respond_outside_kernel(
         &mut self,
         rt: &mut RuntimeParts<'_>,
@@ -1043,19 +1045,8 @@ impl Detector {
                     true,
                 );
             } else {
-                let action = self.respond_outside_kernel(rt, id, "hook_credential_access");
                 let summary = "a startup hook's lineage read credentials".to_owned();
-                self.fire(
-                    rt,
-                    id,
-                    "hook_credential_access",
-                    Severity::High,
-                    action,
-                    tgid,
-                    None,
-                    summary,
-                    true,
-                );
+                self.respond_and_fire(rt, id, "hook_credential_access", tgid, summary);
             }
         }
         self.lineages.retain(|_, l| {
