@@ -131,7 +131,9 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
                 flags: exec_flags::DENIED,
                 argv: true,
             };
-            if refuse_written(lineage, &exe) {
+            let rule_mode = cfg.exec_written_mode;
+            if lineage != 0 && rule_mode >= mode::BLOCK && refuse_written(lineage, rule_mode, &exe)
+            {
                 // Without the LSM hook the exec cannot be refused: the new program dies
                 // before its first instruction instead.
                 kill_current();
@@ -231,7 +233,8 @@ fn try_exec_lsm(bprm: Kptr) -> Result<bool, i64> {
     // SAFETY: map value pointer from a successful lookup; copied out.
     let mut st = unsafe { *p };
     let lineage = acting_lineage(&st, pid);
-    if lineage == 0 || config().exec_written_mode < mode::BLOCK {
+    let rule_mode = config().exec_written_mode;
+    if lineage == 0 || rule_mode < mode::BLOCK {
         return Ok(false);
     }
     let file = read_ptr(bprm, o.bprm_file)?;
@@ -243,7 +246,7 @@ fn try_exec_lsm(bprm: Kptr) -> Result<bool, i64> {
         // The arguments are in the new program's memory, not mapped yet.
         argv: false,
     };
-    if !refuse_written(lineage, &exe) {
+    if !refuse_written(lineage, rule_mode, &exe) {
         return Ok(false);
     }
     // Refused whatever happens to the report.
@@ -254,18 +257,12 @@ fn try_exec_lsm(bprm: Kptr) -> Result<bool, i64> {
     Ok(true)
 }
 
-/// Whether the exec of `exe` by a task acting for `lineage` is `hook_exec_written_file`
-/// in block or kill mode: the lineage wrote the file (or it is a memfd, which exists
-/// only to be written). The lineage is then quarantined, or marked for killing.
+/// Whether the exec of `exe` by a task acting for `lineage` (not 0) is
+/// `hook_exec_written_file`, the rule being in `rule_mode` (block or kill, which the
+/// callers check first): the lineage wrote the file (or it is a memfd, which exists only
+/// to be written). The lineage is then quarantined, or marked for killing.
 #[inline(always)]
-fn refuse_written(lineage: u64, exe: &Exe) -> bool {
-    if lineage == 0 {
-        return false;
-    }
-    let rule_mode = config().exec_written_mode;
-    if rule_mode < mode::BLOCK {
-        return false;
-    }
+fn refuse_written(lineage: u64, rule_mode: u32, exe: &Exe) -> bool {
     // SAFETY: the value is copied out immediately.
     let written = matches!(unsafe { WRITTEN.get(&exe.key) }, Some(&l) if l == lineage);
     if !written && !is_memfd(exe.file) {
