@@ -1,6 +1,13 @@
-//! The bpftrace condition: a script on the syscall tracepoints pthwatch also uses (openat,
-//! execve, connect), filtered to processes named `python*`, printing every event (to
-//! /dev/null). It is what a quick hand-made tracer for the same problem costs.
+//! The bpftrace conditions.
+//!
+//! - `bpftrace`: a script on the syscall tracepoints pthwatch also uses (openat, execve,
+//!   connect), filtered to processes named `python*`, printing every event (to
+//!   /dev/null). It is what a quick hand-made tracer for the same problem costs.
+//! - `floor`: the syscall tracepoints pthwatch's tracepoint backend attaches, each with a
+//!   program that does nothing. Enabling any syscall tracepoint sends every system call
+//!   of every task through the kernel's traced slow path, and each event through the
+//!   tracepoint's dispatch; that is the least a monitor built on these tracepoints costs,
+//!   whatever its programs do. pthwatch's own share is what it adds over the floor.
 use std::{
     fs,
     path::Path,
@@ -14,7 +21,16 @@ use serde_json::Value;
 use super::host::{Spawned, check_interrupted, detached, sleep};
 use crate::util::output;
 
-pub const SCRIPT: &str = r#"// cargo xtask bench: the same tracepoints as pthwatch, Python processes only.
+/// A bpftrace script and how many tracepoints it attaches (to know when it is ready).
+pub struct Script {
+    pub name: &'static str,
+    pub text: &'static str,
+    pub probes: usize,
+}
+
+pub const PYTHON_TRACER: Script = Script {
+    name: "bench.bt",
+    text: r#"// cargo xtask bench: the same tracepoints as pthwatch, Python processes only.
 tracepoint:syscalls:sys_enter_openat /strncmp(comm, "python", 6) == 0/
 {
   printf("open %d %s %s\n", pid, comm, str(args->filename));
@@ -27,10 +43,28 @@ tracepoint:syscalls:sys_enter_connect /strncmp(comm, "python", 6) == 0/
 {
   printf("connect %d %s\n", pid, comm);
 }
-"#;
+"#,
+    probes: 3,
+};
 
-/// Tracepoints the script attaches.
-const PROBES: usize = 3;
+/// The syscall tracepoints of pthwatch's tracepoint backend (`monitor/src/sensors/
+/// tracepoint.rs`, `TRACEPOINTS`), with an empty program each.
+pub const FLOOR: Script = Script {
+    name: "floor.bt",
+    text: r#"// cargo xtask bench: pthwatch's syscall tracepoints, doing nothing.
+tracepoint:syscalls:sys_exit_openat,
+tracepoint:syscalls:sys_exit_open,
+tracepoint:syscalls:sys_exit_openat2,
+tracepoint:syscalls:sys_exit_creat,
+tracepoint:syscalls:sys_enter_connect,
+tracepoint:syscalls:sys_enter_sendto,
+tracepoint:syscalls:sys_enter_sendmsg,
+tracepoint:syscalls:sys_enter_sendmmsg
+{
+}
+"#,
+    probes: 8,
+};
 
 pub struct Bpftrace {
     tracer: Spawned,
@@ -39,16 +73,16 @@ pub struct Bpftrace {
 impl Bpftrace {
     /// Starts bpftrace and waits until its probes are attached. An error means the
     /// condition is unavailable here; its text says why.
-    pub fn start(dir: &Path) -> Result<Self> {
+    pub fn start(dir: &Path, script: &Script) -> Result<Self> {
         if which::which("bpftrace").is_err() {
             bail!("bpftrace is not installed (apt-get install bpftrace)");
         }
         fs::create_dir_all(dir)?;
-        let script = dir.join("bench.bt");
-        fs::write(&script, SCRIPT)?;
+        let path = dir.join(script.name);
+        fs::write(&path, script.text)?;
         let err_path = dir.join("bpftrace.stderr");
         let child = detached("bpftrace")
-            .arg(&script)
+            .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&err_path)?)
@@ -71,12 +105,12 @@ impl Bpftrace {
                 bail!("bpftrace exited at start ({st}): {why}");
             }
             if bpftool {
-                if attached(pid)? >= PROBES {
+                if attached(pid)? >= script.probes {
                     break;
                 }
             } else if start.elapsed() > Duration::from_secs(5) {
                 // Without bpftool there is no way to see the attachment: compiling and
-                // attaching three probes takes well under 5 s.
+                // attaching a few probes takes well under 5 s.
                 break;
             }
             if start.elapsed() > Duration::from_secs(90) {
@@ -134,8 +168,30 @@ mod tests {
     #[test]
     fn script_filters_to_python() {
         assert_eq!(
-            SCRIPT.matches("strncmp(comm, \"python\", 6)").count(),
-            PROBES
+            PYTHON_TRACER
+                .text
+                .matches("strncmp(comm, \"python\", 6)")
+                .count(),
+            PYTHON_TRACER.probes
         );
+    }
+
+    #[test]
+    fn the_floor_attaches_each_syscall_tracepoint_with_an_empty_program() {
+        let probes: Vec<&str> = FLOOR
+            .text
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .trim_end_matches(',')
+                    .strip_prefix("tracepoint:syscalls:")
+            })
+            .collect();
+        assert_eq!(probes.len(), FLOOR.probes);
+        assert!(probes.iter().all(|p| p.starts_with("sys_exit_open")
+            || p.starts_with("sys_exit_creat")
+            || p.starts_with("sys_enter_")));
+        let body = FLOOR.text.split_once('{').unwrap().1;
+        assert_eq!(body.trim(), "}");
     }
 }

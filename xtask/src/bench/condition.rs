@@ -5,7 +5,7 @@ use anyhow::{Context as _, Result};
 
 use super::{
     audit::Auditd,
-    bpftrace::Bpftrace,
+    bpftrace::{self, Bpftrace},
     host::Host,
     pthwatch::{DaemonLog, Pthwatch, PthwatchOptions},
 };
@@ -13,6 +13,7 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Condition {
     None,
+    Floor,
     Alert,
     Block,
     Auditd,
@@ -20,8 +21,9 @@ pub enum Condition {
 }
 
 impl Condition {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::None,
+        Self::Floor,
         Self::Alert,
         Self::Block,
         Self::Auditd,
@@ -31,6 +33,7 @@ impl Condition {
     pub fn id(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::Floor => "floor",
             Self::Alert => "alert",
             Self::Block => "block",
             Self::Auditd => "auditd",
@@ -41,6 +44,7 @@ impl Condition {
     pub fn label(self) -> &'static str {
         match self {
             Self::None => "no monitor",
+            Self::Floor => "floor (pthwatch's syscall tracepoints, empty programs)",
             Self::Alert => "pthwatch --mode alert",
             Self::Block => "pthwatch --mode block",
             Self::Auditd => "auditd (execve, openat, connect)",
@@ -52,13 +56,19 @@ impl Condition {
         matches!(self, Self::Alert | Self::Block)
     }
 
+    /// Conditions that need a package which may be missing: an error starting one means
+    /// "unavailable here", not a failed run.
+    pub fn is_optional(self) -> bool {
+        matches!(self, Self::Floor | Self::Auditd | Self::Bpftrace)
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
             .find(|c| c.id().eq_ignore_ascii_case(s.trim()))
             .with_context(|| {
                 format!(
-                    "unknown condition `{s}`; conditions are none, alert, block, auditd, bpftrace"
+                    "unknown condition `{s}`; conditions are none, floor, alert, block, auditd, bpftrace"
                 )
             })
     }
@@ -76,6 +86,7 @@ pub enum Active {
     Pthwatch(Pthwatch),
     Auditd(Auditd),
     Bpftrace(Bpftrace),
+    Floor(Bpftrace),
 }
 
 /// What starting a condition needs.
@@ -89,7 +100,7 @@ pub struct StartContext<'a> {
 }
 
 impl Active {
-    /// Starts `cond`. For auditd and bpftrace an error means "unavailable here".
+    /// Starts `cond`. For the optional conditions an error means "unavailable here".
     pub fn start(cond: Condition, host: &mut Host, cx: &StartContext<'_>) -> Result<Self> {
         Ok(match cond {
             Condition::None => Self::None,
@@ -114,6 +125,11 @@ impl Active {
             Condition::Auditd => Self::Auditd(Auditd::start(host)?),
             Condition::Bpftrace => Self::Bpftrace(Bpftrace::start(
                 &host.dir.join(format!("bpftrace-{}", cx.tag)),
+                &bpftrace::PYTHON_TRACER,
+            )?),
+            Condition::Floor => Self::Floor(Bpftrace::start(
+                &host.dir.join(format!("floor-{}", cx.tag)),
+                &bpftrace::FLOOR,
             )?),
         })
     }
@@ -124,7 +140,7 @@ impl Active {
             Self::None => Vec::new(),
             Self::Pthwatch(p) => vec![("pthwatch".into(), p.pid())],
             Self::Auditd(a) => a.pids(),
-            Self::Bpftrace(b) => vec![("bpftrace".into(), b.pid())],
+            Self::Bpftrace(b) | Self::Floor(b) => vec![("bpftrace".into(), b.pid())],
         }
     }
 
@@ -134,7 +150,7 @@ impl Active {
             Self::None => None,
             Self::Pthwatch(p) => Some(p.pid()),
             Self::Auditd(a) => Some(a.pid()),
-            Self::Bpftrace(b) => Some(b.pid()),
+            Self::Bpftrace(b) | Self::Floor(b) => Some(b.pid()),
         }
     }
 
@@ -156,7 +172,7 @@ impl Active {
                 Ok(Some(log?))
             }
             Self::Auditd(a) => a.stop(host).map(|()| None),
-            Self::Bpftrace(b) => b.stop().map(|()| None),
+            Self::Bpftrace(b) | Self::Floor(b) => b.stop().map(|()| None),
         }
     }
 }

@@ -48,12 +48,12 @@ pub struct Args {
     /// Workloads to run, e.g. `W1,W2` (default: all).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     only: Vec<String>,
-    /// Conditions, e.g. `none,alert,block,auditd,bpftrace` (the default). `none` is
-    /// always measured: every ratio is to it.
+    /// Conditions, e.g. `none,floor,alert,block,auditd,bpftrace` (the default). `none`
+    /// is always measured: every ratio is to it.
     #[arg(
         long,
         value_name = "LIST",
-        default_value = "none,alert,block,auditd,bpftrace"
+        default_value = "none,floor,alert,block,auditd,bpftrace"
     )]
     conditions: String,
     /// Rounds (default 5, or 2 with --quick).
@@ -255,11 +255,18 @@ pub fn run(args: &Args) -> Result<()> {
         notes,
     };
     r.targets = targets::evaluate(&r);
-    let stats_used = conditions.iter().any(|c| c.is_pthwatch()) || !args.no_scaling;
-    if stats_used && r.meta.bpf_stats {
+    if r.meta.bpf_stats && conditions.iter().any(|c| c.is_pthwatch()) {
         r.notes.push(
-            "pthwatch ran with kernel.bpf_stats_enabled=1 (rounds and scaling), which adds a \
-             clock read to every program run (--no-bpf-stats to measure without it)"
+            "the timed rounds ran without kernel.bpf_stats_enabled; the bpf ns/op column and \
+             the kernel programs table come from a separate untimed pass with it on"
+                .into(),
+        );
+    }
+    if r.meta.bpf_stats && !args.no_scaling {
+        r.notes.push(
+            "the scaling series ran with kernel.bpf_stats_enabled=1 (its bpf ns/start \
+             column), which adds a clock read to every program run of its pthwatch timings \
+             (--no-bpf-stats to measure without it)"
                 .into(),
         );
     }

@@ -33,7 +33,7 @@ pub fn prepare(o: &Options<'_>) -> Result<Prepared> {
     if o.conditions.contains(&Condition::Auditd) {
         packages.push("auditd");
     }
-    if o.conditions.contains(&Condition::Bpftrace) {
+    if o.conditions.contains(&Condition::Bpftrace) || o.conditions.contains(&Condition::Floor) {
         packages.push("bpftrace");
     }
     if o.install {

@@ -1,8 +1,14 @@
-//! The main measurement: every condition in turn, each round (none, alert, block,
-//! auditd, bpftrace, none, alert, ...), every workload once per condition and round. A
+//! The main measurement: every condition in turn, each round (none, floor, alert, block,
+//! auditd, bpftrace, none, floor, ...), every workload once per condition and round. A
 //! monitor is started fresh for each round and stopped completely before the next
 //! condition, so slow drifts of the host (other jobs, caches) spread evenly over the
 //! conditions instead of favouring one.
+//!
+//! The timed rounds run as a user would, without `kernel.bpf_stats_enabled` (which adds
+//! clock reads to every BPF program run, pthwatch's and the floor's alike). The
+//! kernel-side cost per program comes from a separate, untimed pass afterwards: each
+//! pthwatch condition once more, with the statistics on, every workload
+//! `STATS_PASS_RUNS` times.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -28,6 +34,7 @@ pub struct Plan<'a> {
     pub sizes: &'a Sizes,
     pub workloads: &'a [Workload],
     pub conditions: &'a [Condition],
+    /// Run the kernel-cost pass (`kernel.bpf_stats_enabled`) after the rounds.
     pub bpf_stats: bool,
     /// Pause after a monitor is ready, and after it stopped.
     pub settle: Duration,
@@ -55,6 +62,9 @@ struct Usage {
     alerts: Option<u64>,
     programs: BTreeMap<String, (u64, u64)>,
 }
+
+/// How often the kernel-cost pass runs each workload.
+const STATS_PASS_RUNS: usize = 2;
 
 pub fn homes_for_rounds(fx: &Fixtures) -> Vec<PathBuf> {
     // The W5 home, so its hooks are in the inventory as on a real host.
@@ -87,11 +97,11 @@ pub fn run(host: &mut Host, plan: &Plan<'_>) -> Result<Measured> {
                 pthwatch_bin: plan.pthwatch,
                 homes: &homes,
                 tag: format!("{cond}-r{round}"),
-                bpf_stats: plan.bpf_stats,
+                bpf_stats: false,
             };
             let active = match Active::start(cond, host, &cx) {
                 Ok(a) => a,
-                Err(e) if matches!(cond, Condition::Auditd | Condition::Bpftrace) => {
+                Err(e) if cond.is_optional() => {
                     check_interrupted()?;
                     let why = format!("unavailable: {e:#}");
                     eprintln!("bench: {cond} {why}");
@@ -120,55 +130,57 @@ pub fn run(host: &mut Host, plan: &Plan<'_>) -> Result<Measured> {
             let cpu0 = cpu_seconds_all(&pid_list);
             let t0 = Instant::now();
             for &w in plan.workloads {
-                let snap = |pid: Option<u32>| {
-                    (cond.is_pthwatch() && plan.bpf_stats)
-                        .then_some(pid)
-                        .flatten()
-                        .and_then(|p| bpfstats::snapshot(p).ok())
-                };
-                let before = snap(main);
                 let took = workloads::run(w, plan.fixtures, plan.sizes)?;
-                let after = snap(main);
                 out.samples
                     .wall
                     .entry((w, cond))
                     .or_default()
                     .push(took.as_secs_f64());
-                if let (Some(b), Some(a)) = (before, after) {
-                    let d = bpfstats::delta(&b, &a);
-                    out.samples
-                        .kernel_ns
-                        .entry((w, cond))
-                        .or_default()
-                        .push(bpfstats::total_ns(&d) as f64);
-                    bpfstats::accumulate(&mut u.programs, &d);
-                }
             }
             u.cpu_s += cpu_seconds_all(&pid_list) - cpu0;
             u.window_s += t0.elapsed().as_secs_f64();
             if let Some((hwm, _)) = main.and_then(memory_kib) {
                 u.peak_rss_kib = Some(u.peak_rss_kib.unwrap_or(0).max(hwm));
             }
-            match active.stop(host) {
-                Ok(Some(log)) => {
-                    if let Some(l) = log.events_lost {
-                        u.events_lost = Some(u.events_lost.unwrap_or(0) + l);
-                    }
-                    if let Some(a) = log.alerts {
-                        u.alerts = Some(u.alerts.unwrap_or(0) + a);
-                    }
-                    if log.events_lost.is_none() {
-                        out.notes.push(format!(
-                            "{cond} round {round}: pthwatch logged no counters at stop"
-                        ));
+            stop(host, active, cond, round, u, &mut out.notes)?;
+            sleep(plan.settle / 2);
+        }
+    }
+    if plan.bpf_stats {
+        for &cond in plan.conditions.iter().filter(|c| c.is_pthwatch()) {
+            check_interrupted()?;
+            eprintln!(
+                "bench: kernel-cost pass (kernel.bpf_stats_enabled=1, untimed): {}",
+                cond.label()
+            );
+            let cx = StartContext {
+                pthwatch_bin: plan.pthwatch,
+                homes: &homes,
+                tag: format!("{cond}-stats"),
+                bpf_stats: true,
+            };
+            let active = Active::start(cond, host, &cx)
+                .map_err(|e| e.context(format!("starting {}", cond.label())))?;
+            sleep(plan.settle);
+            let u = usage.entry(cond).or_default();
+            let main = active.main_pid();
+            for _ in 0..STATS_PASS_RUNS {
+                for &w in plan.workloads {
+                    let snap = || main.and_then(|p| bpfstats::snapshot(p).ok());
+                    let before = snap();
+                    workloads::run(w, plan.fixtures, plan.sizes)?;
+                    if let (Some(b), Some(a)) = (before, snap()) {
+                        let d = bpfstats::delta(&b, &a);
+                        out.samples
+                            .kernel_ns
+                            .entry((w, cond))
+                            .or_default()
+                            .push(bpfstats::total_ns(&d) as f64);
+                        bpfstats::accumulate(&mut u.programs, &d);
                     }
                 }
-                Ok(None) => {}
-                Err(e) if cond.is_pthwatch() => {
-                    return Err(e.context(format!("stopping {}", cond.label())));
-                }
-                Err(e) => out.notes.push(format!("{cond} round {round}: {e:#}")),
             }
+            stop(host, active, cond, 0, u, &mut out.notes)?;
             sleep(plan.settle / 2);
         }
     }
@@ -200,4 +212,42 @@ pub fn run(host: &mut Host, plan: &Plan<'_>) -> Result<Measured> {
     }
     out.programs.retain(|p| p.run_cnt > 0);
     Ok(out)
+}
+
+/// Stops a condition after a round (`round` 0: the kernel-cost pass), adding pthwatch's
+/// counters to its totals.
+fn stop(
+    host: &mut Host,
+    active: Active,
+    cond: Condition,
+    round: usize,
+    u: &mut Usage,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let when = if round == 0 {
+        "kernel-cost pass".to_owned()
+    } else {
+        format!("round {round}")
+    };
+    match active.stop(host) {
+        Ok(Some(log)) => {
+            if let Some(l) = log.events_lost {
+                u.events_lost = Some(u.events_lost.unwrap_or(0) + l);
+            }
+            if let Some(a) = log.alerts {
+                u.alerts = Some(u.alerts.unwrap_or(0) + a);
+            }
+            if log.events_lost.is_none() {
+                notes.push(format!(
+                    "{cond} {when}: pthwatch logged no counters at stop"
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) if cond.is_pthwatch() => {
+            return Err(e.context(format!("stopping {}", cond.label())));
+        }
+        Err(e) => notes.push(format!("{cond} {when}: {e:#}")),
+    }
+    Ok(())
 }

@@ -30,6 +30,7 @@ fn color(condition: &str) -> &'static str {
         "block" => "#1b3a5c",
         "auditd" => "#e45756",
         "bpftrace" => "#f2a93b",
+        "floor" => "#b9b9b9",
         _ => "#888888",
     }
 }

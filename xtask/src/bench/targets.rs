@@ -61,11 +61,14 @@ pub fn evaluate(r: &Report) -> Vec<TargetCheck> {
             continue;
         }
         let worst = vals.iter().map(|(_, v)| *v).fold(f64::MIN, f64::max);
-        let measured = vals
+        let mut measured = vals
             .iter()
             .map(|(m, v)| format!("{m} {v:.3}"))
             .collect::<Vec<_>>()
             .join(", ");
+        if let Some(floor) = r.cell(w, "floor").and_then(|c| c.ratio_median) {
+            measured.push_str(&format!("; floor {floor:.3}"));
+        }
         let verdict = if worst <= limit {
             Verdict::Met
         } else {
@@ -337,6 +340,27 @@ mod tests {
         );
         // W1: 3% of 20% is 15% (met); W2: 4% of 30% is 13% (met).
         assert_eq!(verdict_of(&checks, "overhead"), Verdict::Met);
+    }
+
+    #[test]
+    fn a_measured_floor_is_shown_next_to_the_ratio_without_changing_the_verdict() {
+        let r = report(vec![
+            cell("W1", "alert", 1.12, 0.0),
+            cell("W1", "floor", 1.10, 0.0),
+            cell("W4", "alert", 1.01, 0.0),
+        ]);
+        let checks = evaluate(&r);
+        let w1 = checks
+            .iter()
+            .find(|c| c.target.starts_with("W1 ratio"))
+            .unwrap();
+        assert_eq!(w1.measured, "alert 1.120; floor 1.100");
+        assert_eq!(w1.verdict, Verdict::Missed);
+        let w4 = checks
+            .iter()
+            .find(|c| c.target.starts_with("W4 ratio"))
+            .unwrap();
+        assert_eq!(w4.measured, "alert 1.010");
     }
 
     #[test]
