@@ -187,14 +187,22 @@ pub mod net_source {
     /// A packet of a socket owned by a tainted lineage reached cgroup egress.
     pub const CG_EGRESS: u32 = 8;
     pub const TP_SENDMMSG: u32 = 9;
-    /// The BPF LSM `socket_connect` hook (Internet families).
+    /// The BPF LSM `socket_connect` hook: an Internet connect decided, or any other
+    /// connect reported (a local socket; a traced process outside any lineage).
     pub const LSM_CONNECT: u32 = 10;
-    /// The BPF LSM `socket_sendmsg` hook: a send naming an Internet destination, or a
-    /// send denied on a socket connected earlier (then it names only the socket cookie).
+    /// The BPF LSM `socket_sendmsg` hook: a send naming a destination (decided as for
+    /// `LSM_CONNECT`), or a send denied on a socket connected earlier (then it names only
+    /// the socket cookie).
     pub const LSM_SENDMSG: u32 = 11;
     /// A listening socket of a lineage accepted a connection (`sock_ops`, passive
     /// establishment): the event names the peer, the other end the data would go to.
     pub const SOCKOPS_ACCEPT: u32 = 12;
+    /// An `fentry` on `security_socket_connect` (kernels without the BPF LSM, in place of
+    /// the connect tracepoint): what the cgroup programs do not decide and report.
+    pub const FENTRY_CONNECT: u32 = 13;
+    /// An `fentry` on `security_socket_sendmsg`: a send naming a destination the cgroup
+    /// programs do not decide (a local socket; a traced process outside any lineage).
+    pub const FENTRY_SENDMSG: u32 = 14;
 }
 
 /// What the kernel did with a network attempt.

@@ -222,6 +222,14 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
                 cause(id)
             ));
         }
+        if opens != OpenSensor::Fentry {
+            // Opens (or network attempts, which fentry takes along with opens) come from
+            // syscall tracepoints.
+            degraded.push(format!(
+                "syscall tracepoints are attached: every system call on the host takes the kernel's traced path (a syscall storm runs about 15% slower on the development VM; the BPF LSM, or fentry on security_file_open, avoids it). {}",
+                cause("hook.fentry_file_open")
+            ));
+        }
         if ok("kernel.io_uring") && !ok("hook.io_uring") {
             degraded.push(format!(
                 "io_uring use goes unseen. {}",

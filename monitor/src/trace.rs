@@ -65,6 +65,8 @@ pub fn net_source_name(s: u32) -> &'static str {
         net_source::SOCKOPS_ACCEPT => "sockops_accept",
         net_source::LSM_CONNECT => "lsm_socket_connect",
         net_source::LSM_SENDMSG => "lsm_socket_sendmsg",
+        net_source::FENTRY_CONNECT => "fentry_socket_connect",
+        net_source::FENTRY_SENDMSG => "fentry_socket_sendmsg",
         _ => "unknown",
     }
 }

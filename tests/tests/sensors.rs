@@ -165,6 +165,42 @@ fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
     );
 }
 
+/// What `pthwatch check --json` says takes opens here: `lsm`, `fentry`, `kprobe` or
+/// `tracepoints`. Network attempts are taken by the same kind of program where it is
+/// `lsm` or `fentry`, else by the network syscall tracepoints.
+fn open_sensor() -> String {
+    let out = Command::new(integration_tests::pthwatch_bin())
+        .args(["check", "--json"])
+        .output()
+        .expect("run pthwatch check");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
+    report["opens"].as_str().unwrap_or("missing").to_owned()
+}
+
+/// pthwatch's syscall tracepoint programs the kernel has loaded (`open_exit_*`,
+/// `net_enter_*`: it loads only what it attaches), by name (`None` without bpftool).
+fn syscall_tracepoint_programs() -> Option<Vec<String>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .ok()?;
+    let progs: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        progs
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .filter(|n| n.starts_with("open_exit_") || n.starts_with("net_enter_"))
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// A traced interpreter's TCP connect, UDP send without connect and local-socket connect
+/// are reported with their destinations, by the syscall tracepoints or, where opens are
+/// taken by the BPF LSM or fentry, by LSM or fentry programs on the socket security
+/// functions alone: then no syscall tracepoint is attached (one would put every system
+/// call on the host on the kernel's traced path).
 #[test]
 fn loopback_connect_and_udp_sendto_are_reported_with_their_destination() {
     if !can_run() {
@@ -174,47 +210,88 @@ fn loopback_connect_and_udp_sendto_are_reported_with_their_destination() {
     with_inert_pth(&sb);
     let tcp = TcpSink::start();
     let udp = UdpSink::start();
+    let local = sb.home.join("no-such.sock");
     let script = format!(
         r#"
 import os, socket
 s = socket.create_connection(("127.0.0.1", {tcp}), timeout=5); s.sendall(b"hi"); s.close()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"ping", ("127.0.0.1", {udp})); u.close()
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    l.connect({local:?})
+except OSError:
+    pass
+l.close()
 print(os.getpid())
 "#,
         tcp = tcp.port,
-        udp = udp.port
+        udp = udp.port,
+        local = local.display().to_string(),
     );
+    let sensor = open_sensor();
+    let untraced = matches!(sensor.as_str(), "lsm" | "fentry");
     let tracer = Tracer::start();
+    let attached = syscall_tracepoint_programs();
     let (code, out) = sb.python(&["-c", &script]);
     let events = tracer.stop();
     assert_eq!(code, 0, "{out}");
+    if let Some(attached) = attached {
+        if untraced {
+            assert!(
+                attached.is_empty(),
+                "syscall tracepoints with opens taken by {sensor}: {attached:?}"
+            );
+        } else {
+            assert!(
+                attached.iter().any(|t| t.starts_with("net_enter_conn")),
+                "{attached:?}"
+            );
+        }
+    }
+    // Which probes may report each attempt. With fentry, a lineage member's Internet
+    // attempts are reported by the cgroup programs that decide them; the fentry programs
+    // report the rest.
+    let (connect, send): (&[&str], &[&str]) = match sensor.as_str() {
+        "lsm" => (&["lsm_socket_connect"], &["lsm_socket_sendmsg"]),
+        "fentry" => (
+            &["fentry_socket_connect", "cgroup_connect4"],
+            &["fentry_socket_sendmsg", "cgroup_sendmsg4"],
+        ),
+        _ => (&["connect"], &["sendto"]),
+    };
+    let by = |e: &Value, probes: &[&str]| probes.iter().any(|p| e["probe"] == *p);
     let pid: u64 = out.trim().parse().unwrap();
     let nets: Vec<&Value> = of_kind(&events, "net")
         .into_iter()
         .filter(|e| tgid(e) == pid)
         .collect();
     assert!(
-        nets.iter().any(|e| e["probe"] == "connect"
-            && e["address"] == "127.0.0.1"
-            && e["port"] == tcp.port),
+        nets.iter()
+            .any(|e| by(e, connect) && e["address"] == "127.0.0.1" && e["port"] == tcp.port),
         "TCP connect missing: {nets:#?}"
     );
     assert!(
-        nets.iter().any(|e| e["probe"] == "sendto"
-            && e["address"] == "127.0.0.1"
-            && e["port"] == udp.port),
+        nets.iter()
+            .any(|e| by(e, send) && e["address"] == "127.0.0.1" && e["port"] == udp.port),
         "UDP sendto without connect missing: {nets:#?}"
     );
-    // The syscall tracepoints know the caller's descriptor, not the socket's cookie.
-    let connect = nets
-        .iter()
-        .find(|e| e["probe"] == "connect" && e["port"] == tcp.port)
-        .expect("connect");
     assert!(
-        connect["fd"].as_i64().is_some_and(|fd| fd >= 3),
-        "{connect:#}"
+        nets.iter()
+            .any(|e| by(e, &connect[..1]) && e["family"] == "unix"),
+        "local-socket connect missing: {nets:#?}"
     );
-    assert!(connect.get("cookie").is_none(), "{connect:#}");
+    let tcp_connect = nets
+        .iter()
+        .find(|e| by(e, connect) && e["port"] == tcp.port)
+        .expect("connect");
+    if !untraced {
+        // The syscall tracepoints know the caller's descriptor, not the socket's cookie.
+        assert!(
+            tcp_connect["fd"].as_i64().is_some_and(|fd| fd >= 3),
+            "{tcp_connect:#}"
+        );
+        assert!(tcp_connect.get("cookie").is_none(), "{tcp_connect:#}");
+    }
 }
 
 /// An interpreter that was already running when pthwatch started is tracked from then

@@ -1,5 +1,6 @@
 //! Network attempts by tracked processes: the syscall tracepoints report them (and kill in
-//! kill mode, before the call proceeds); one of two deciders denies (EPERM to the caller,
+//! kill mode, before the call proceeds), or under the BPF LSM backend the LSM socket
+//! hooks, which then replace them; one of two deciders denies (EPERM to the caller,
 //! io_uring included): the `cgroup_sock_addr` programs at the cgroup v2 root, or the BPF
 //! LSM `socket_connect` / `socket_sendmsg` hooks, which also refuse a tainted lineage's
 //! sends on sockets it connected earlier. Both decide through `decide_attempt`. The
@@ -21,9 +22,10 @@ use aya_ebpf::{
         bpf_probe_read_user,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
-    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, lsm, sock_ops, tracepoint},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, fentry, lsm, sock_ops, tracepoint},
     programs::{
-        LsmContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext, TracePointContext,
+        FEntryContext, LsmContext, SkBuffContext, SockAddrContext, SockContext, SockOpsContext,
+        TracePointContext,
     },
 };
 use monitor_common::{
@@ -35,8 +37,8 @@ use crate::{
     kernel::{Kptr, offsets, read, read_ptr},
     maps::{LINEAGES, LISTENERS, ListenKey, Listener, SOCKETS, TCP_CREATED, config, count},
     state::{
-        acting_lineage, caller, current_ids, kill_current, kills_on_network, lineage_flags_of,
-        mark_lineage, proc_mut,
+        Caller, acting_lineage, caller, current_ids, kill_current, kills_on_network,
+        lineage_flags_of, mark_lineage, proc_mut,
     },
 };
 
@@ -575,7 +577,8 @@ fn member() -> Option<(*const ProcState, u64)> {
 }
 
 /// A destination read from a kernel `struct sockaddr` (the LSM hooks get the kernel's
-/// copy of what the caller passed).
+/// copy of what the caller passed): the family of any socket, and the port and address of
+/// an Internet one.
 #[inline(always)]
 fn read_kernel_sockaddr(p: Kptr, len: u64) -> Option<Dest> {
     if p.is_null() || len < 2 {
@@ -596,7 +599,8 @@ fn read_kernel_sockaddr(p: Kptr, len: u64) -> Option<Dest> {
             d.port = u16::from_be(read::<u16>(p, 2).ok()?);
             d.addr = read(p, 8).ok()?;
         }
-        _ => return None,
+        AF_INET | AF_INET6 => return None,
+        _ => {}
     }
     Some(d)
 }
@@ -626,20 +630,57 @@ fn cookie_of(sk: *mut c_void) -> u64 {
     unsafe { bpf_get_socket_cookie(sk) }
 }
 
-/// An LSM hook's decision on a connect or send naming `addr`: `decide_attempt`, as the
-/// cgroup programs take it, for Internet destinations. 0 allows, -EPERM denies.
+/// A connect or send naming `addr`, by a tracked thread, as the LSM socket hooks (or,
+/// without the BPF LSM, the fentry programs on the same kernel functions) see it. They
+/// take the place of the syscall tracepoints (any program on one puts every system call
+/// on the host on the kernel's traced path), so they do what those do:
+///
+/// - a lineage member's Internet attempt is decided (`decides`, the LSM hooks) by
+///   `decide_attempt`, as the cgroup programs decide it (0 allows, -EPERM denies); without
+///   `decides` the cgroup programs decide and report it;
+/// - anything else is reported, never refused: a local socket (not the network), or a
+///   traced process outside any lineage (`pthwatch trace`);
+/// - in kill mode a lineage that must die is killed here, before the call goes on.
 #[inline(always)]
-fn lsm_decide(
-    st: *const ProcState,
-    lineage: u64,
-    sock: Kptr,
-    addr: Kptr,
-    len: u64,
-    source: u32,
-) -> i32 {
+fn attempt(c: &Caller, sock: Kptr, addr: Kptr, len: u64, source: u32, decides: bool) -> i32 {
     let Some(d) = read_kernel_sockaddr(addr, len) else {
         return 0;
     };
+    // SAFETY: map value pointer from `caller`.
+    let st = unsafe { &*c.st };
+    let inet = d.family == AF_INET || d.family == AF_INET6;
+    let mut ret = 0;
+    if c.lineage != 0 && inet {
+        if decides {
+            ret = lsm_decide(st, c.lineage, sock, &d, source);
+        }
+    } else {
+        let socket = Socket { cookie: 0, fd: -1 };
+        emit(
+            st,
+            c.lineage,
+            source,
+            d.family,
+            d.port,
+            d.addr,
+            socket,
+            0,
+            verdict::ALLOWED,
+        );
+    }
+    if c.lineage != 0 {
+        let flags = lineage_flags_of(c.lineage);
+        if flags & lineage_flags::KILL != 0 || (inet && kills_on_network(flags, c.cfg.mode)) {
+            mark_lineage(c.lineage, lineage_flags::KILL);
+            kill_current();
+        }
+    }
+    ret
+}
+
+/// `decide_attempt` for an LSM hook: 0 allows, -EPERM denies.
+#[inline(always)]
+fn lsm_decide(st: &ProcState, lineage: u64, sock: Kptr, d: &Dest, source: u32) -> i32 {
     let sk = socket_sk(sock);
     let protocol: u16 = read(sk.cast_const().cast(), offsets().sock_sk_protocol).unwrap_or(0);
     let attempt = Attempt {
@@ -650,8 +691,7 @@ fn lsm_decide(
         protocol: u32::from(protocol),
         cookie: cookie_of(sk),
     };
-    // SAFETY: map value pointer from `member`.
-    if decide_attempt(unsafe { &*st }, lineage, &attempt) == verdict::ALLOWED {
+    if decide_attempt(st, lineage, &attempt) == verdict::ALLOWED {
         0
     } else {
         -EPERM
@@ -666,32 +706,47 @@ pub fn net_lsm_connect(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    let Some((st, lineage)) = member() else {
+    let Some(c) = caller() else {
         return 0;
     };
     let len: i32 = ctx.arg(2);
-    lsm_decide(
-        st,
-        lineage,
+    attempt(
+        &c,
         ctx.arg(0),
         ctx.arg(1),
         len as u64,
         net_source::LSM_CONNECT,
+        true,
     )
 }
 
-/// BPF LSM `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: every
-/// send (sendto, sendmsg, write on a socket, io_uring). A send naming an Internet
-/// destination is decided like a connect; a send on a socket connected earlier is
-/// refused once the lineage must be denied (what the egress program does packet by
-/// packet, here before the data is queued), and reported once per lineage.
-#[lsm(hook = "socket_sendmsg")]
-pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
-    let previous: i32 = ctx.arg(3);
-    if previous != 0 {
-        return previous;
-    }
-    let Some((st, lineage)) = member() else {
+/// `fentry` on `security_socket_connect(struct socket *sock, struct sockaddr *address,
+/// int addrlen)`, for kernels without the BPF LSM: the connect tracepoint's reports and
+/// kill, in its place (see `attempt`). The cgroup programs still decide.
+#[fentry(function = "security_socket_connect")]
+pub fn net_fentry_connect(ctx: FEntryContext) -> u32 {
+    let Some(c) = caller() else {
+        return 0;
+    };
+    let len: i32 = ctx.arg(2);
+    let _ = attempt(
+        &c,
+        ctx.arg(0),
+        ctx.arg(1),
+        len as u64,
+        net_source::FENTRY_CONNECT,
+        false,
+    );
+    0
+}
+
+/// `fentry` on `security_socket_sendmsg(struct socket *sock, struct msghdr *msg, int
+/// size)`: the send tracepoints' reports and kill, in their place. A send on a socket
+/// connected earlier is not reported (the egress program drops what must not leave);
+/// a member of a lineage being killed dies at it.
+#[fentry(function = "security_socket_sendmsg")]
+pub fn net_fentry_sendmsg(ctx: FEntryContext) -> u32 {
+    let Some(c) = caller() else {
         return 0;
     };
     let sock: Kptr = ctx.arg(0);
@@ -700,10 +755,50 @@ pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
     let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
     if !name.is_null() {
         let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
-        return lsm_decide(st, lineage, sock, name, len as u64, net_source::LSM_SENDMSG);
+        let _ = attempt(
+            &c,
+            sock,
+            name,
+            len as u64,
+            net_source::FENTRY_SENDMSG,
+            false,
+        );
+    } else if c.lineage != 0 && lineage_flags_of(c.lineage) & lineage_flags::KILL != 0 {
+        kill_current();
+    }
+    0
+}
+
+/// BPF LSM `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: every
+/// send (sendto, sendmsg, write on a socket, io_uring). A send naming an Internet
+/// destination is decided like a connect; a send on a socket connected earlier is
+/// refused once the lineage must be denied (what the egress program does packet by
+/// packet, here before the data is queued), and reported once per lineage; in kill mode
+/// the sender dies. A traced process outside any lineage is reported only for sends that
+/// name a destination (every write on a socket passes here).
+#[lsm(hook = "socket_sendmsg")]
+pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    if previous != 0 {
+        return previous;
+    }
+    let Some(c) = caller() else {
+        return 0;
+    };
+    let sock: Kptr = ctx.arg(0);
+    let msg: Kptr = ctx.arg(1);
+    let o = offsets();
+    let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
+    if !name.is_null() {
+        let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
+        return attempt(&c, sock, name, len as u64, net_source::LSM_SENDMSG, true);
+    }
+    let (st, lineage) = (c.st.cast_const(), c.lineage);
+    if lineage == 0 {
+        return 0;
     }
     let flags = lineage_flags_of(lineage);
-    let cfg = config();
+    let cfg = c.cfg;
     if !lineage_flags::must_deny(flags, cfg.mode) {
         return 0;
     }
@@ -733,6 +828,9 @@ pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
             u32::from(protocol),
             verdict::DENIED,
         );
+    }
+    if lineage_flags_of(lineage) & lineage_flags::KILL != 0 {
+        kill_current();
     }
     -EPERM
 }

@@ -127,6 +127,14 @@ fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
         if want != OpenSensor::Tracepoints {
             assert!(degraded[0].contains(want.describe()), "{degraded:?}");
         }
+        // Only fentry takes network attempts too: then no syscall tracepoint is left.
+        assert_eq!(
+            degraded
+                .iter()
+                .any(|d| d.starts_with("syscall tracepoints are attached")),
+            want != OpenSensor::Fentry,
+            "{degraded:?}"
+        );
     }
     // The kernel attaches a trivial fentry program, the verifier rejects pthwatch's own:
     // the kprobe, as the daemon would fall back to.

@@ -126,6 +126,49 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(OpenSensor, Attachment), String> {
     }
 }
 
+/// The network programs that replace the network syscall tracepoints where opens are
+/// taken by fentry: (program, kernel function). They report and kill as those did; the
+/// cgroup programs still decide.
+pub(crate) const NETWORK_FENTRY: &[(&str, &str)] = &[
+    ("net_fentry_connect", "security_socket_connect"),
+    ("net_fentry_sendmsg", "security_socket_sendmsg"),
+];
+
+/// Attaches every `NETWORK_FENTRY` program, or none: on the first failure the ones
+/// attached are unloaded again and the reason is returned (the caller keeps the network
+/// tracepoints).
+pub(super) fn attach_network(ebpf: &mut Ebpf, btf: &Btf) -> Result<Vec<Attachment>, String> {
+    let mut attached = Vec::new();
+    for &(name, function) in NETWORK_FENTRY {
+        let result = program::<FEntry>(ebpf, name).and_then(|program| {
+            let err = |source| SensorError::Program { name, source };
+            program.load(function, btf).map_err(err)?;
+            if let Err(e) = program.attach() {
+                let _ = program.unload();
+                return Err(err(e));
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => attached.push(Attachment {
+                program: name,
+                target: format!("fentry/{function}"),
+                error: None,
+                required: true,
+            }),
+            Err(e) => {
+                for a in &attached {
+                    if let Ok(p) = program::<FEntry>(ebpf, a.program) {
+                        let _ = p.unload();
+                    }
+                }
+                return Err(reason(&e));
+            }
+        }
+    }
+    Ok(attached)
+}
+
 /// Why a program did not attach, in one line: the verifier's reason for a rejected
 /// program, else the error with its causes (a missing kprobe PMU says which file).
 fn reason(e: &SensorError) -> String {

@@ -1,7 +1,8 @@
 //! Loading and attaching the sensors. The tracepoint backend is what every kernel pthwatch
-//! supports offers; the BPF LSM backend (`super::lsm`) replaces its open tracepoints and
-//! its `cgroup_sock_addr` deciders where the kernel allows LSM programs, and keeps the
-//! rest (scheduler `tp_btf`, network and io_uring tracepoints, egress, `Py_RunMain`).
+//! supports offers; the BPF LSM backend (`super::lsm`) replaces its open and network
+//! syscall tracepoints and its `cgroup_sock_addr` deciders where the kernel allows LSM
+//! programs, and keeps the rest (scheduler `tp_btf`, io_uring tracepoints, egress, the
+//! accept programs, `Py_RunMain`).
 //! Without the BPF LSM, an fentry or kprobe on `security_file_open` (`super::file_open`)
 //! replaces the open tracepoints where it attaches.
 use std::{fs::File, path::Path};
@@ -97,6 +98,15 @@ fn is_open_tracepoint(name: &str) -> bool {
     name.starts_with("open_exit_")
 }
 
+/// The network syscall tracepoints, which the LSM `socket_connect` and `socket_sendmsg`
+/// programs replace (or, without the BPF LSM, fentry programs on the same functions where
+/// opens are taken by fentry): then no syscall tracepoint is attached at all, so the
+/// host's system calls stay off the kernel's traced path (any program on a syscall
+/// tracepoint puts every system call of every task on it).
+fn is_net_syscall_tracepoint(name: &str) -> bool {
+    name.starts_with("net_enter_")
+}
+
 /// Loads the kernel object with offsets for this kernel, attaches the programs of the
 /// backend `want` (falling back to the tracepoint backend, with an error in the log, when
 /// the LSM programs do not load or attach), and records what attached.
@@ -157,12 +167,34 @@ pub fn load_sensors(
         }
     }
 
+    // Where opens are taken by fentry, network attempts are too (`super::file_open::
+    // attach_network`): then no syscall tracepoint is attached at all.
+    let mut net_tracepoints = backend != Backend::Lsm;
+    if opens == OpenSensor::Fentry {
+        match super::file_open::attach_network(&mut ebpf, &btf) {
+            Ok(attached) => {
+                tracing::info!(
+                    "network sensor: connects and sends are taken at security_socket_connect and security_socket_sendmsg (fentry), in place of the network syscall tracepoints: no syscall tracepoint is attached",
+                );
+                attachments.extend(attached);
+                net_tracepoints = false;
+            }
+            Err(e) => tracing::info!(
+                error = %e,
+                "network sensor: no fentry on the socket security functions here; using the network syscall tracepoints",
+            ),
+        }
+    }
+
     for &(name, tp) in SCHED {
         let result = attach_btf_tracepoint(&mut ebpf, name, tp, &btf);
         record(&mut attachments, name, tp.to_owned(), true, false, result)?;
     }
     for &(name, category, events, required) in TRACEPOINTS {
         if opens != OpenSensor::Tracepoints && is_open_tracepoint(name) {
+            continue;
+        }
+        if !net_tracepoints && is_net_syscall_tracepoint(name) {
             continue;
         }
         let event = first_event(tracefs, category, events);
