@@ -494,6 +494,24 @@ pub fn opens_of<'a>(events: &'a [Value], path: &Path) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The names of the BPF programs the kernel has loaded, by `bpftool prog show` (`None`
+/// without bpftool). The kernel keeps the first 15 bytes of each name.
+pub fn loaded_programs() -> Option<Vec<String>> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .ok()?;
+    let progs: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        progs
+            .as_array()?
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// Resolves symlinks in a temp path the way the kernel reports it (`/tmp` may be a link).
 pub fn real(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).expect("canonicalize")

@@ -6,7 +6,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use integration_tests::{
-    Daemon, Sandbox, Tracer, can_run, opens_of,
+    Daemon, Sandbox, Tracer, can_run, loaded_programs, opens_of,
     payload::{spawning_pth_line, strings, wait_marker},
     pthwatch_bin, real,
 };
@@ -110,23 +110,18 @@ fn the_lsm_backend_is_used_wherever_the_kernel_allows_it() {
     }
 }
 
-/// How many of pthwatch's LSM and `security_file_open` programs the kernel has loaded
+/// How many of pthwatch's LSM, fentry and kprobe programs the kernel has loaded
 /// (`None` without bpftool).
 fn lsm_programs_loaded() -> Option<usize> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .ok()?;
-    let progs: Value = serde_json::from_slice(&out.stdout).ok()?;
     Some(
-        progs
-            .as_array()?
+        loaded_programs()?
             .iter()
-            .filter(|p| {
-                p["name"].as_str().is_some_and(|n| {
-                    matches!(n, "open_lsm" | "open_fentry" | "open_kprobe" | "exec_lsm")
-                        || n.starts_with("net_lsm_")
-                })
+            .filter(|n| {
+                matches!(
+                    n.as_str(),
+                    "open_lsm" | "open_fentry" | "open_kprobe" | "exec_lsm"
+                ) || n.starts_with("net_lsm_")
+                    || n.starts_with("net_fentry_")
             })
             .count(),
     )

@@ -4,7 +4,8 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use integration_tests::{
-    PYTHON, Sandbox, TcpSink, Tracer, UdpSink, can_run, of_kind, opens_of, real, run_bounded,
+    PYTHON, Sandbox, TcpSink, Tracer, UdpSink, can_run, loaded_programs, of_kind, opens_of, real,
+    run_bounded,
 };
 use serde_json::Value;
 
@@ -180,20 +181,9 @@ fn open_sensor() -> String {
 /// pthwatch's syscall tracepoint programs the kernel has loaded (`open_exit_*`,
 /// `net_enter_*`: it loads only what it attaches), by name (`None` without bpftool).
 fn syscall_tracepoint_programs() -> Option<Vec<String>> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .ok()?;
-    let progs: Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(
-        progs
-            .as_array()?
-            .iter()
-            .filter_map(|p| p["name"].as_str())
-            .filter(|n| n.starts_with("open_exit_") || n.starts_with("net_enter_"))
-            .map(str::to_owned)
-            .collect(),
-    )
+    let mut names = loaded_programs()?;
+    names.retain(|n| n.starts_with("open_exit_") || n.starts_with("net_enter_"));
+    Some(names)
 }
 
 /// A traced interpreter's TCP connect, UDP send without connect and local-socket connect
@@ -344,34 +334,23 @@ print(os.getpid())
 
 /// How many of pthwatch's programs (by name) the kernel has loaded.
 fn pthwatch_programs() -> usize {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output();
-    let Ok(out) = out else { return 0 };
-    let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    progs
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|p| {
-                    p["name"].as_str().is_some_and(|n| {
-                        [
-                            "process_exec",
-                            "open_exit_",
-                            "open_fentry",
-                            "open_kprobe",
-                            "net_cg_",
-                            "net_enter_",
-                            "iouring_",
-                            "startup_py",
-                        ]
-                        .iter()
-                        .any(|prefix| n.starts_with(prefix))
-                    })
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    const PREFIXES: [&str; 9] = [
+        "process_exec",
+        "open_exit_",
+        "open_fentry",
+        "open_kprobe",
+        "net_cg_",
+        "net_enter_",
+        "net_fentry_",
+        "iouring_",
+        "startup_py",
+    ];
+    loaded_programs().map_or(0, |names| {
+        names
+            .iter()
+            .filter(|n| PREFIXES.iter().any(|p| n.starts_with(p)))
+            .count()
+    })
 }
 
 #[test]
