@@ -749,24 +749,30 @@ pub fn net_fentry_sendmsg(ctx: FEntryContext) -> u32 {
     let Some(c) = caller() else {
         return 0;
     };
-    let sock: Kptr = ctx.arg(0);
-    let msg: Kptr = ctx.arg(1);
-    let o = offsets();
-    let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
-    if !name.is_null() {
-        let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
-        let _ = attempt(
-            &c,
-            sock,
-            name,
-            len as u64,
-            net_source::FENTRY_SENDMSG,
-            false,
-        );
-    } else if c.lineage != 0 && lineage_flags_of(c.lineage) & lineage_flags::KILL != 0 {
+    let sent = named_send(
+        &c,
+        ctx.arg(0),
+        ctx.arg(1),
+        net_source::FENTRY_SENDMSG,
+        false,
+    );
+    if sent.is_none() && c.lineage != 0 && lineage_flags_of(c.lineage) & lineage_flags::KILL != 0 {
         kill_current();
     }
     0
+}
+
+/// A send that names a destination (`msg->msg_name`, e.g. `sendto`), taken by `attempt`
+/// like a connect; `None` for a send on a connected socket.
+#[inline(always)]
+fn named_send(c: &Caller, sock: Kptr, msg: Kptr, source: u32, decides: bool) -> Option<i32> {
+    let o = offsets();
+    let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
+    if name.is_null() {
+        return None;
+    }
+    let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
+    Some(attempt(c, sock, name, len as u64, source, decides))
 }
 
 /// BPF LSM `socket_sendmsg(struct socket *sock, struct msghdr *msg, int size)`: every
@@ -786,13 +792,10 @@ pub fn net_lsm_sendmsg(ctx: LsmContext) -> i32 {
         return 0;
     };
     let sock: Kptr = ctx.arg(0);
-    let msg: Kptr = ctx.arg(1);
-    let o = offsets();
-    let name = read_ptr(msg, o.msghdr_msg_name).unwrap_or(core::ptr::null());
-    if !name.is_null() {
-        let len: i32 = read(msg, o.msghdr_msg_namelen).unwrap_or(0);
-        return attempt(&c, sock, name, len as u64, net_source::LSM_SENDMSG, true);
+    if let Some(ret) = named_send(&c, sock, ctx.arg(1), net_source::LSM_SENDMSG, true) {
+        return ret;
     }
+    let o = offsets();
     let (st, lineage) = (c.st.cast_const(), c.lineage);
     if lineage == 0 {
         return 0;
