@@ -156,6 +156,7 @@ pub fn opaque(v: usize) -> usize {
 }
 
 /// Result of a path walk.
+#[derive(Default)]
 pub struct PathOut {
     /// Bytes written (components leaf first, each NUL-terminated).
     pub len: u32,
@@ -170,8 +171,9 @@ pub struct PathOut {
 /// following every offset the walk can reach.
 #[repr(C)]
 pub struct Walk {
-    vfsmnt: u64,
+    /// The `struct mount` being walked, and its `mnt.mnt_root` (read once per mount).
     mnt: u64,
+    mnt_root: u64,
     dentry: u64,
     off: u64,
     written: u32,
@@ -184,19 +186,14 @@ pub struct Walk {
 
 /// Writes the path of `file` into the scratch area at `PATH_OFFSET`, leaf first, walking
 /// dentries and crossing mount points up to the root of the mount namespace. `max_depth`
-/// bounds the components written (2 is enough to inspect the leaf and its parent).
+/// bounds the components written (1 reads the leaf alone).
 ///
 /// The walk runs under `bpf_loop` so the verifier checks one step, not every unrolled
 /// iteration.
 #[inline(always)]
 pub fn file_path(file: Kptr, max_depth: u32) -> PathOut {
     let o = offsets();
-    let mut out = PathOut {
-        len: 0,
-        leaf_len: 0,
-        parent_len: 0,
-        truncated: false,
-    };
+    let mut out = PathOut::default();
     let path = file.wrapping_add(o.file_f_path as usize);
     let Ok(vfsmnt) = read_ptr(path, o.path_mnt) else {
         return out;
@@ -204,12 +201,15 @@ pub fn file_path(file: Kptr, max_depth: u32) -> PathOut {
     let Ok(dentry) = read_ptr(path, o.path_dentry) else {
         return out;
     };
+    let Ok(mnt_root) = read_ptr(vfsmnt, o.vfsmount_mnt_root) else {
+        return out;
+    };
     let Some(wp) = WALK.get_ptr_mut(0) else {
         return out;
     };
     let walk = Walk {
-        vfsmnt: vfsmnt as u64,
         mnt: vfsmnt.wrapping_sub(o.mount_mnt as usize) as u64,
+        mnt_root: mnt_root as u64,
         dentry: dentry as u64,
         off: 0,
         written: 0,
@@ -254,13 +254,9 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
         w.truncated = 1;
         return 1;
     }
-    let vfsmnt = w.vfsmnt as Kptr;
     let mnt = w.mnt as Kptr;
     let dentry = w.dentry as Kptr;
-    let Ok(mnt_root) = read_ptr(vfsmnt, o.vfsmount_mnt_root) else {
-        return 1;
-    };
-    if dentry == mnt_root {
+    if dentry == w.mnt_root as Kptr {
         // Top of this mount: continue from where it is mounted.
         let Ok(parent) = read_ptr(mnt, o.mount_mnt_parent) else {
             return 1;
@@ -272,9 +268,13 @@ extern "C" fn walk_step(_index: u64, _ctx: *mut c_void) -> i64 {
         let Ok(point) = read_ptr(mnt, o.mount_mnt_mountpoint) else {
             return 1;
         };
+        let vfsmnt = parent.wrapping_add(o.mount_mnt as usize);
+        let Ok(mnt_root) = read_ptr(vfsmnt, o.vfsmount_mnt_root) else {
+            return 1;
+        };
         w.dentry = point as u64;
         w.mnt = parent as u64;
-        w.vfsmnt = parent.wrapping_add(o.mount_mnt as usize) as u64;
+        w.mnt_root = mnt_root as u64;
         return 0;
     }
     let Ok(parent) = read_ptr(dentry, o.dentry_d_parent) else {

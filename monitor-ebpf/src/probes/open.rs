@@ -9,26 +9,20 @@
 //! are handed the `struct file` itself and also see opens no syscall makes (io_uring
 //! requests on the submitter or an `iou-wrk` thread, the kernel opening an executable).
 //! Exactly one of the three is attached: each open is one event.
-use core::ffi::c_void;
-
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_task,
-        generated::{bpf_get_smp_processor_id, bpf_loop},
-    },
+    helpers::{bpf_get_current_task, generated::bpf_get_smp_processor_id},
     macros::{fentry, kprobe, lsm, tracepoint},
     programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
 use monitor_common::{
-    EventKind, FileKey, LineageState, NAME_HASH_MAX, NAME_LEN, NameKey, OpenEvent, PATH_BUF_LEN,
-    PATH_OFFSET, ProcState, hook_class, hook_flags, lineage_flags, mode, open_match, open_source,
-    proc_flags,
+    EventKind, FileKey, LineageState, NAME_HASH_MAX, NameKey, OpenEvent, PATH_BUF_LEN, PATH_OFFSET,
+    ProcState, hook_class, hook_flags, lineage_flags, mode, open_match, open_source, proc_flags,
 };
 
 use crate::{
     emit::{header, scratch, send_scratch},
-    kernel::{Kptr, file_facts, file_of_fd, file_path, offsets, opaque},
-    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, NAME_SCAN, SCRATCH, WRITTEN, config},
+    kernel::{Kptr, PathOut, file_facts, file_of_fd, file_path, offsets, opaque},
+    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, WRITTEN, config},
     state::{acting_lineage, current_ids, enforce_kill, mark_lineage, new_lineage_id, proc_mut},
 };
 
@@ -160,11 +154,24 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
     let facts = file_facts(file)?;
     let Some(buf) = scratch() else { return Ok(()) };
     let ev = buf.cast::<OpenEvent>();
-    // Start-up and probation only need the leaf and its parent; the full walk is for
-    // what gets reported.
-    let mut depth = if lineage != 0 || traced { u32::MAX } else { 2 };
-    let mut path = file_path(file, depth);
     let kind = facts.mode & S_IFMT;
+    // Interpreters read hooks; writing one (an installer) is not running it.
+    let read_file = kind == S_IFREG && facts.flags & O_ACCMODE == 0;
+    // What gets reported is walked whole. Start-up and probation look at the leaf alone,
+    // of a directory or a file opened for reading (nothing else can be a site dir or a
+    // hook), and walk further only for a name that needs its parent checked.
+    let mut depth = if lineage != 0 || traced {
+        u32::MAX
+    } else if kind == S_IFDIR || read_file {
+        1
+    } else {
+        0
+    };
+    let mut path = if depth == 0 {
+        PathOut::default()
+    } else {
+        file_path(file, depth)
+    };
     let mut matched = 0u32;
     let mut class = 0u32;
 
@@ -172,12 +179,18 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
         let leaf = Component::new(buf, 0, path.leaf_len);
         if kind == S_IFDIR && leaf.is_site_dir() {
             matched |= open_match::SITE_DIR;
-        } else if kind == S_IFREG && facts.flags & O_ACCMODE == 0 {
-            // Interpreters read hooks; writing one (an installer) is not running it.
-            let parent = Component::new(buf, path.leaf_len, path.parent_len);
-            if leaf.is_hook_name(&parent) {
+        } else if read_file && leaf.is_site_hook_name() {
+            // A `.pth` or `.start` file is a hook only in a site dir: read its parent
+            // (and the rest, which userspace needs to read and report the hook).
+            if depth != u32::MAX {
+                depth = u32::MAX;
+                path = file_path(file, depth);
+            }
+            if Component::new(buf, path.leaf_len, path.parent_len).is_site_dir() {
                 matched |= open_match::HOOK;
             }
+        } else if read_file && leaf.is_customize_name() {
+            matched |= open_match::HOOK;
         }
     }
 
@@ -238,8 +251,8 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
         if CREDS.get_ptr(&key).is_some() {
             matched |= open_match::CRED_INODE;
         } else {
-            let leaf = scan_name(0, path.leaf_len).hash;
-            let parent = scan_name(path.leaf_len, path.parent_len).hash;
+            let leaf = name_hash_at(buf, 0, path.leaf_len);
+            let parent = name_hash_at(buf, path.leaf_len, path.parent_len);
             if CRED_NAMES
                 .get_ptr(&NameKey { name: leaf, parent })
                 .is_some()
@@ -355,60 +368,26 @@ fn reentry(id: u64, key: FileKey) -> u32 {
     open_match::REENTRY | open_match::RUNAWAY_STOPPED
 }
 
-/// What the kernel learns about one path component by scanning it once (in a `bpf_loop`
-/// callback, so the verifier checks one step): its name hash (as
-/// `monitor_common::name_hash`), which the credential-name lookup needs.
-#[repr(C)]
-pub struct NameScan {
-    start: u64,
-    len: u64,
-    hash: u32,
-}
-
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
-extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: per-CPU map value, set up by `scan_name` on this CPU.
-    let sc = unsafe { &mut *sp };
-    if index >= sc.len || index >= NAME_HASH_MAX as u64 {
-        return 1;
-    }
-    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    let pos = opaque((sc.start + index) as usize) & (PATH_BUF_LEN - 1);
-    // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
-    let b = unsafe { *buf.cast::<u8>().add(PATH_OFFSET + pos) };
-    sc.hash = (sc.hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-    0
-}
-
-/// Scans the component at `off` (length with its NUL) of the path just written.
+/// `monitor_common::name_hash` of the component at `off` (length with its NUL) of the
+/// path just written to the scratch area `buf`, for the credential-name lookup. A bounded
+/// loop over the bytes in place: no helper call or map lookup per byte.
 #[inline(always)]
-fn scan_name(off: u32, len_with_nul: u32) -> NameScan {
-    let sc = NameScan {
-        start: u64::from(off),
-        len: u64::from(len_with_nul.saturating_sub(1)),
-        hash: FNV_OFFSET,
-    };
-    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
-        return sc;
-    };
-    // SAFETY: per-CPU map value; the callback is the only other user, on this CPU.
-    unsafe {
-        *sp = sc;
-        bpf_loop(
-            NAME_LEN as u32,
-            scan_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
-        core::ptr::read(sp)
+fn name_hash_at(buf: *const u8, off: u32, len_with_nul: u32) -> u32 {
+    let len = len_with_nul.saturating_sub(1) as usize;
+    let base = opaque(off as usize);
+    let mut hash = FNV_OFFSET;
+    let mut i = 0;
+    while i < NAME_HASH_MAX && i < len {
+        let pos = (base + i) & (PATH_BUF_LEN - 1);
+        // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
+        let b = unsafe { *buf.add(PATH_OFFSET + pos) };
+        hash = (hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
+        i += 1;
     }
+    hash
 }
 
 /// One component of the path just written to the scratch area, for the start-up checks:
@@ -469,13 +448,16 @@ impl Component {
         self.is(b"site-packages") || self.is(b"dist-packages")
     }
 
-    /// `.pth` and `.start` files in a site dir; `sitecustomize` / `usercustomize` modules
-    /// (source or cached bytecode) anywhere on the path.
+    /// `.pth` and `.start` files: hooks when their parent is a site dir.
     #[inline(always)]
-    fn is_hook_name(&self, parent: &Component) -> bool {
-        if self.ends_with(b".pth") || self.ends_with(b".start") {
-            return parent.is_site_dir();
-        }
+    fn is_site_hook_name(&self) -> bool {
+        self.ends_with(b".pth") || self.ends_with(b".start")
+    }
+
+    /// `sitecustomize` / `usercustomize` modules (source or cached bytecode): hooks
+    /// anywhere on the path.
+    #[inline(always)]
+    fn is_customize_name(&self) -> bool {
         self.starts_with(b"sitecustomize.") || self.starts_with(b"usercustomize.")
     }
 }
