@@ -222,12 +222,18 @@ fn verdict(checks: &[Check]) -> (Option<Backend>, Vec<String>, Vec<String>) {
                 cause(id)
             ));
         }
-        if opens != OpenSensor::Fentry {
-            // Opens (or network attempts, which fentry takes along with opens) come from
-            // syscall tracepoints.
+        // Network attempts go to fentry programs along with opens, when those load too;
+        // otherwise opens, network attempts or both come from syscall tracepoints.
+        let network_fentry = opens == OpenSensor::Fentry && ok("program.own_fentry_network");
+        if !network_fentry {
+            let id = if opens == OpenSensor::Fentry {
+                "program.own_fentry_network"
+            } else {
+                "hook.fentry_file_open"
+            };
             degraded.push(format!(
-                "syscall tracepoints are attached: every system call on the host takes the kernel's traced path (a syscall storm runs about 15% slower on the development VM; the BPF LSM, or fentry on security_file_open, avoids it). {}",
-                cause("hook.fentry_file_open")
+                "syscall tracepoints are attached: every system call on the host takes the kernel's traced path (a syscall storm runs about 15% slower on the development VM; the BPF LSM, or fentry on security_file_open and the socket functions, avoids it). {}",
+                cause(id)
             ));
         }
         if ok("kernel.io_uring") && !ok("hook.io_uring") {

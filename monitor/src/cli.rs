@@ -259,7 +259,17 @@ fn trace(pid: Option<u32>, all: bool, duration: Option<Duration>) -> Result<Exit
         trace_all: all,
         ..SensorOptions::default()
     };
-    let rt = daemon::start(&opts)?;
+    let mut rt = daemon::start(&opts)?;
+    // What the kernel knows under `run`, so a trace shows what detection would see: known
+    // hooks' classes (a benign one starts no lineage), where each interpreter's start-up
+    // ends (after it, the main program acts for itself), and the credential files.
+    let homes = crate::credentials::discover_homes(std::path::Path::new("/"));
+    let _ = crate::run::teach_inventory(&mut rt, &homes);
+    crate::run::load_catalog(
+        &mut rt,
+        &crate::credentials::CredentialCatalog::default(),
+        &homes,
+    );
     let mut sink = TraceSink {
         root: pid,
         members: pid.into_iter().collect(),

@@ -205,6 +205,19 @@ fn open_event_log(settings: &EventLogSettings) -> Result<Option<EventLog>> {
 /// which executables are interpreters, and where start-up ends (`Py_RunMain`). Then
 /// watches the site dirs, so hooks written later are known before they run.
 fn load_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (HookBook, Option<SiteWatcher>) {
+    let (inventory, mut book) = teach_inventory(rt, homes);
+    let mut watcher = watch_site_dirs(&inventory, homes);
+    if let Some(w) = &mut watcher {
+        // A hook written between the scan above and the watches was not reported.
+        watch::catch_up(w, &mut book, &mut rt.sensors);
+    }
+    (book, watcher)
+}
+
+/// The inventory part of `load_inventory`, also what `pthwatch trace` runs with: the
+/// kernel learns the interpreters and their start-up end, and the hooks found with their
+/// class. Returns the inventory (its hooks moved into the book) and the book.
+pub(crate) fn teach_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (Inventory, HookBook) {
     let mut inventory = Inventory::discover(&DiscoverOptions {
         root: "/".into(),
         homes: homes.to_vec(),
@@ -247,12 +260,7 @@ fn load_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (HookBook, Option<Site
         hooks = book.len(),
         "inventory loaded"
     );
-    let mut watcher = watch_site_dirs(&inventory, homes);
-    if let Some(w) = &mut watcher {
-        // A hook written between the scan above and the watches was not reported.
-        watch::catch_up(w, &mut book, &mut rt.sensors);
-    }
-    (book, watcher)
+    (inventory, book)
 }
 
 /// Watches every site dir, and the `lib/python3.X` dirs a new one may be created in (the
@@ -312,7 +320,7 @@ fn watch_site_dirs(inventory: &Inventory, homes: &[PathBuf]) -> Option<SiteWatch
 }
 
 /// Credential files by identity, and credential names for files that appear later.
-fn load_catalog(rt: &mut Runtime, catalog: &CredentialCatalog, homes: &[PathBuf]) {
+pub(crate) fn load_catalog(rt: &mut Runtime, catalog: &CredentialCatalog, homes: &[PathBuf]) {
     let resolved = catalog.resolve(homes);
     let mut files = 0usize;
     for cred in &resolved {

@@ -130,11 +130,16 @@ fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
     let sb = Sandbox::new("lineage");
     with_inert_pth(&sb);
     let target = real(&sb.write("data/chain.txt", "chain\n"));
+    // The hook (not the main program: start-up ends before it) starts the chain.
+    sb.pth(
+        "zz_chain.pth",
+        &format!(
+            "import os; os.system('cat {} >/dev/null')\n",
+            target.display()
+        ),
+    );
     let tracer = Tracer::start();
-    let (code, out) = sb.python(&[
-        "-c",
-        &format!("import os; os.system('cat {}')", target.display()),
-    ]);
+    let (code, out) = sb.python(&["-c", "pass"]);
     // The same file, opened by a process with no Python in its ancestry.
     let (cat_code, _) = run_bounded(
         Command::new("/bin/cat").arg(&target),
@@ -166,16 +171,63 @@ fn python_sh_cat_stays_in_the_lineage_and_other_processes_do_not_appear() {
     );
 }
 
-/// What `pthwatch check --json` says takes opens here: `lsm`, `fentry`, `kprobe` or
-/// `tracepoints`. Network attempts are taken by the same kind of program where it is
-/// `lsm` or `fentry`, else by the network syscall tracepoints.
-fn open_sensor() -> String {
+/// `trace` knows where start-up ends, as `run` does: what an unknown hook opens is in its
+/// lineage, what the main program opens afterwards is not.
+#[test]
+fn trace_ends_start_up_at_the_main_program() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("trace-end");
+    let by_hook = real(&sb.write("data/by_hook.txt", "hook\n"));
+    let by_main = real(&sb.write("data/by_main.txt", "main\n"));
+    sb.pth(
+        "opener.pth",
+        &format!(
+            "import os; open({:?}).close()\n",
+            by_hook.display().to_string()
+        ),
+    );
+    let tracer = Tracer::start();
+    let (code, out) = sb.python(&[
+        "-c",
+        &format!(
+            "import os; open({:?}).close(); print(os.getpid())",
+            by_main.display().to_string()
+        ),
+    ]);
+    let events = tracer.stop();
+    assert_eq!(code, 0, "{out}");
+    let pid: u64 = out.trim().parse().expect("pid printed");
+    let lineage_of = |path: &Path| -> Vec<bool> {
+        opens_of(&events, path)
+            .iter()
+            .filter(|e| tgid(e) == pid)
+            .map(|e| e["lineage"].as_u64().is_some_and(|l| l != 0))
+            .collect()
+    };
+    assert_eq!(lineage_of(&by_hook), [true], "the hook's open: {events:#?}");
+    assert_eq!(lineage_of(&by_main), [false], "the main program's open");
+}
+
+/// What `pthwatch check --json` says takes opens here (`lsm`, `fentry`, `kprobe` or
+/// `tracepoints`), and whether it says syscall tracepoints are attached (a `degraded`
+/// line): not where opens are `lsm`, nor `fentry` with its network programs, which then
+/// take network attempts too.
+fn check_sensors() -> (String, bool) {
     let out = Command::new(integration_tests::pthwatch_bin())
         .args(["check", "--json"])
         .output()
         .expect("run pthwatch check");
     let report: Value = serde_json::from_slice(&out.stdout).expect("check --json prints JSON");
-    report["opens"].as_str().unwrap_or("missing").to_owned()
+    let opens = report["opens"].as_str().unwrap_or("missing").to_owned();
+    let tracepoints = report["degraded"].as_array().is_some_and(|lines| {
+        lines.iter().any(|l| {
+            l.as_str()
+                .is_some_and(|l| l.starts_with("syscall tracepoints are attached"))
+        })
+    });
+    (opens, tracepoints)
 }
 
 /// pthwatch's syscall tracepoint programs the kernel has loaded (`open_exit_*`,
@@ -218,13 +270,14 @@ print(os.getpid())
         udp = udp.port,
         local = local.display().to_string(),
     );
-    let sensor = open_sensor();
-    let untraced = matches!(sensor.as_str(), "lsm" | "fentry");
+    let (sensor, tracepoints) = check_sensors();
+    let untraced = !tracepoints;
     let tracer = Tracer::start();
     let attached = syscall_tracepoint_programs();
     let (code, out) = sb.python(&["-c", &script]);
     let events = tracer.stop();
     assert_eq!(code, 0, "{out}");
+    // What check predicts is what the daemon did.
     if let Some(attached) = attached {
         if untraced {
             assert!(
@@ -243,7 +296,7 @@ print(os.getpid())
     // report the rest.
     let (connect, send): (&[&str], &[&str]) = match sensor.as_str() {
         "lsm" => (&["lsm_socket_connect"], &["lsm_socket_sendmsg"]),
-        "fentry" => (
+        "fentry" if untraced => (
             &["fentry_socket_connect", "cgroup_connect4"],
             &["fentry_socket_sendmsg", "cgroup_sendmsg4"],
         ),

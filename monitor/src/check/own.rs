@@ -12,7 +12,7 @@ use monitor_common::{OFFSETS_GLOBAL, Offsets, maps as map_names};
 use super::{Status, probes::Checks};
 use crate::sensors::{
     ACCEPT_PROGRAMS, EBPF_OBJECT, EGRESS_PROGRAM, FENTRY_FILE_OPEN_PROGRAM, FILE_OPEN_FUNCTION,
-    KPROBE_FILE_OPEN_PROGRAM, LSM_PROGRAMS, SOCK_ADDR_PROGRAMS,
+    KPROBE_FILE_OPEN_PROGRAM, LSM_PROGRAMS, NETWORK_FENTRY, SOCK_ADDR_PROGRAMS,
 };
 
 /// The ring buffer's size for this probe: one page, nothing is sent.
@@ -131,6 +131,11 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         "program.own_kprobe_file_open",
         "pthwatch kprobe open program",
     );
+    // Where opens are taken by fentry, these take the network syscall tracepoints' place.
+    const FENTRY_NETWORK: (&str, &str) = (
+        "program.own_fentry_network",
+        "pthwatch fentry network programs",
+    );
     let status = |c: &Checks, id: &str| {
         c.0.iter()
             .find(|check| check.id == id)
@@ -139,12 +144,14 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
     let fentry = status(c, "hook.fentry_file_open") == Some(Status::Yes);
     let kprobe = status(c, "program.kprobe") == Some(Status::Yes);
     if !fentry {
-        c.push(
-            FENTRY.0,
-            FENTRY.1,
-            Status::No,
-            "not probed: fentry security_file_open does not attach",
-        );
+        for (id, what) in [FENTRY, FENTRY_NETWORK] {
+            c.push(
+                id,
+                what,
+                Status::No,
+                "not probed: fentry security_file_open does not attach",
+            );
+        }
     }
     if !kprobe {
         c.push(
@@ -157,7 +164,7 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
     if !fentry && !kprobe {
         return;
     }
-    let probes: Vec<_> = [(fentry, FENTRY), (kprobe, KPROBE)]
+    let probes: Vec<_> = [(fentry, FENTRY), (fentry, FENTRY_NETWORK), (kprobe, KPROBE)]
         .into_iter()
         .filter_map(|(probe, row)| probe.then_some(row))
         .collect();
@@ -181,6 +188,17 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
             .into_iter()
             .collect();
         row(c, FENTRY, &failures);
+        let failures: Vec<_> = NETWORK_FENTRY
+            .iter()
+            .filter_map(|&(name, function)| {
+                let result = match ebpf.program_mut(name) {
+                    Some(p) => <&mut FEntry>::try_from(p).and_then(|p| p.load(function, &btf)),
+                    None => Err(ProgramError::UnexpectedProgramType),
+                };
+                result.err().map(|e| (name, e))
+            })
+            .collect();
+        row(c, FENTRY_NETWORK, &failures);
     }
     if kprobe {
         let result = match ebpf.program_mut(KPROBE_FILE_OPEN_PROGRAM) {

@@ -114,6 +114,7 @@ fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
         let mut checks = no_lsm.clone();
         checks.push(probe("hook.fentry_file_open", fentry));
         checks.push(probe("program.own_fentry_file_open", Status::Yes));
+        checks.push(probe("program.own_fentry_network", Status::Yes));
         checks.push(probe("hook.kprobe_file_open", kprobe));
         checks.push(probe("program.own_kprobe_file_open", Status::Yes));
         let (backend, degraded, _) = verdict(&checks);
@@ -136,6 +137,22 @@ fn without_the_lsm_opens_come_from_security_file_open_where_it_attaches() {
             "{degraded:?}"
         );
     }
+    // Opens by fentry, but pthwatch's network fentry programs are refused: the daemon
+    // keeps the network syscall tracepoints, and says so.
+    let mut checks = no_lsm.clone();
+    checks.push(probe("hook.fentry_file_open", Status::Yes));
+    checks.push(probe("program.own_fentry_file_open", Status::Yes));
+    checks.push(probe("program.own_fentry_network", Status::No));
+    assert_eq!(
+        open_sensor(&checks, Backend::Tracepoint),
+        OpenSensor::Fentry
+    );
+    let (_, degraded, _) = verdict(&checks);
+    let line = degraded
+        .iter()
+        .find(|d| d.starts_with("syscall tracepoints are attached"))
+        .expect("the network tracepoints are named");
+    assert!(line.contains("program.own_fentry_network"), "{line}");
     // The kernel attaches a trivial fentry program, the verifier rejects pthwatch's own:
     // the kprobe, as the daemon would fall back to.
     let mut checks = no_lsm.clone();

@@ -29,7 +29,7 @@ pub use self::{file_open::OpenSensor, tracepoint::load_sensors};
 pub(crate) use self::{
     file_open::{
         FENTRY_PROGRAM as FENTRY_FILE_OPEN_PROGRAM, FUNCTION as FILE_OPEN_FUNCTION,
-        KPROBE_PROGRAM as KPROBE_FILE_OPEN_PROGRAM,
+        KPROBE_PROGRAM as KPROBE_FILE_OPEN_PROGRAM, NETWORK_FENTRY,
     },
     lsm::LSM_PROGRAMS,
     tracepoint::{ACCEPT_PROGRAMS, EGRESS_PROGRAM, IOURING_SUBMIT_EVENTS, SOCK_ADDR_PROGRAMS},
