@@ -640,7 +640,7 @@ impl Detector {
         {
             tracing::debug!(dir = %dir.display(), error = %e, "could not watch site dir");
         }
-        let info = hook.class.kernel_info();
+        let info = hook.kernel_info();
         if o.match_flags & open_match::HOOK_KNOWN == 0 || o.hook_class != info.class {
             // Teach the kernel, so the next interpreter gets the right attribution.
             if let Err(e) = rt.sensors.set_hook(key, info) {

@@ -246,7 +246,7 @@ pub(crate) fn teach_inventory(rt: &mut Runtime, homes: &[PathBuf]) -> (Inventory
     }
     let mut book = HookBook::default();
     for hook in std::mem::take(&mut inventory.hooks) {
-        let info = hook.class.kernel_info();
+        let info = hook.kernel_info();
         for key in kernel_keys(&hook) {
             if let Err(e) = rt.sensors.set_hook(key, info) {
                 tracing::warn!(path = %hook.path.display(), error = %e, "could not record hook");

@@ -533,7 +533,7 @@ fn written(book: &mut HookBook, path: &Path, out: &mut Vec<HookUpdate>) {
         return;
     };
     out.extend(r.stale.iter().copied().map(HookUpdate::Clear));
-    let info = r.hook.class.kernel_info();
+    let info = r.hook.kernel_info();
     out.extend(
         kernel_keys(&r.hook)
             .into_iter()

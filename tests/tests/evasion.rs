@@ -351,6 +351,100 @@ fn evasion_deferred_to_interpreter_exit() {
     );
 }
 
+/// The same deferral one step removed: the hook is a plain `import`, and the module it
+/// imports (beside it in the site dir) registers the exit handler. The hook's text shows
+/// nothing to defer, so the inventory follows the import; the handler is still the hook's.
+#[test]
+fn evasion_deferred_to_exit_by_an_imported_module() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("import-atexit");
+    let tcp = TcpSink::start();
+    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
+        .replace("PORT", &tcp.port.to_string());
+    std::fs::write(
+        sb.site.join("pthw_telemetry.py"),
+        format!(
+            "import atexit\n\ndef _flush():\n{}\n\natexit.register(_flush)\n",
+            handler
+                .lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    )
+    .expect("write the imported module");
+    let pth = sb.pth("pthw_telemetry.pth", "import pthw_telemetry\n");
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let (status, out) = run_bounded(
+        sb.command(integration_tests::PYTHON)
+            .args(["-c", "print('main program ran')"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("main program ran"), "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_credential_exfiltration"
+    });
+    let alerts = daemon.stop();
+    assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
+    assert_eq!(done.as_deref(), Some("error 1"));
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(&pth).to_string_lossy()),
+        "{alert:#}"
+    );
+}
+
+/// The other side of following imports: a hook that imports a plain module (beside it,
+/// registering nothing) is not blamed for the program's own exit handler.
+#[test]
+fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_importing_a_plain_module() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("import-plain");
+    let tcp = TcpSink::start();
+    std::fs::write(
+        sb.site.join("pthw_settings.py"),
+        "import os\nos.environ.setdefault('PTHW_SETTING', '1')\n",
+    )
+    .expect("write the imported module");
+    sb.pth("pthw_settings.pth", "import pthw_settings\n");
+    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
+        .replace("PORT", &tcp.port.to_string());
+    let program = format!(
+        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
+        handler
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let (status, out) = run_bounded(
+        sb.command(integration_tests::PYTHON).args(["-c", &program]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 0, "{out}");
+    let done = wait_marker(&sb, Duration::from_secs(20));
+    let alerts = daemon.stop();
+    assert_eq!(done.as_deref(), Some("sent"), "{alerts:#?}");
+    assert!(tcp.bytes() > 0);
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "hook_credential_exfiltration"),
+        "{alerts:#?}"
+    );
+}
+
 /// The other side: a hook whose code is in plain sight and registers nothing is not
 /// blamed for what the program's own exit handler does (here: read the credentials and
 /// send them, as a legitimate upload at exit would). Block mode lets it through.

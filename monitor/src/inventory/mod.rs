@@ -9,6 +9,7 @@
 //! - `pth`: `.pth` parsing with CPython's `site.addpackage` semantics.
 //! - `kind`: which files are hooks, by name and place.
 //! - `benign`, `findings`, `classify`: known-benign forms, risky constructs, the verdict.
+//! - `imports`: whether the modules an executable hook imports may defer work to exit.
 //! - `owners`: the distribution that installed a file, from `RECORD`.
 //! - `record`: reading one hook.
 //! - `locate`, `interpreters`, `elf`, `discover`: finding interpreters, their site dirs,
@@ -19,6 +20,7 @@ mod classify;
 mod discover;
 mod elf;
 mod findings;
+mod imports;
 mod interpreters;
 mod kind;
 mod locate;

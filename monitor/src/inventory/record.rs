@@ -12,8 +12,10 @@ use sha2::{Digest as _, Sha256};
 use super::{
     InventoryError, READ_CAP,
     classify::{self, ExecLine, HookClass, OwnerCheck},
+    imports,
     kind::{HookKind, hook_kind_for},
     owners::OwnerIndex,
+    pth::{is_exec, split_lines},
     rooted::Root,
     text::{serialize_bytecode, serialize_path, serialize_paths},
 };
@@ -50,6 +52,23 @@ pub struct Hook {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub path_entries: Vec<PathBuf>,
+    /// Executable, not deferring by its own text, but the modules it imports may: they
+    /// register exit, signal, tracing or import hooks, hide their code, or cannot be read
+    /// (see `imports`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub imports_may_defer: bool,
+}
+
+impl Hook {
+    /// What the kernel keeps for this hook's inode: its class's, with `DEFERS` also when
+    /// the modules it imports may defer.
+    pub fn kernel_info(&self) -> monitor_common::HookInfo {
+        let mut info = self.class.kernel_info();
+        if self.imports_may_defer {
+            info.flags |= monitor_common::hook_flags::DEFERS;
+        }
+        info
+    }
 }
 
 /// Reads and classifies one hook. `root` (e.g. `/proc/<pid>/root`) is where `path` is
@@ -82,6 +101,16 @@ pub(crate) fn read_hook_in(
         truncated: meta.size() > READ_CAP,
         opaque,
     });
+    let imports_may_defer = c.class.is_unknown_executable()
+        && c.class.kernel_info().flags & monitor_common::hook_flags::DEFERS == 0
+        && path.parent().is_some_and(|dir| {
+            let lines: Vec<String> = split_lines(&head)
+                .iter()
+                .filter(|l| kind.is_source() || is_exec(l.bytes))
+                .map(|l| String::from_utf8_lossy(l.bytes).into_owned())
+                .collect();
+            imports::imports_may_defer(root, dir, lines.iter().map(String::as_str))
+        });
     let bytecode = if kind.is_source() && !opaque {
         cached_bytecode(root, path)
     } else {
@@ -101,6 +130,7 @@ pub(crate) fn read_hook_in(
         truncated: meta.size() > READ_CAP,
         bytecode,
         path_entries: c.path_entries,
+        imports_may_defer,
     })
 }
 
