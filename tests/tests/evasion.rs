@@ -5,13 +5,14 @@
 //! The daemon is told the sandbox HOME is a home (`--home`), so its credentials are also
 //! catalogued by identity (inode), as real homes are: hardlinks and descriptor tricks do
 //! not change an inode. Payloads are guarded by `PTHW_CHILD`; every wait is bounded.
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use integration_tests::{
     Daemon, Sandbox, TcpSink, UdpSink, can_run,
     payload::{spawning_pth_line, wait_marker},
     real, run_bounded,
 };
+use serde_json::Value;
 
 /// Prelude of every payload: where HOME and the credentials are.
 const PRELUDE: &str = "import os, socket, sys
@@ -296,6 +297,63 @@ fn a_lineage_whose_events_were_lost_fails_closed() {
     assert_eq!(tcp.bytes(), 0);
 }
 
+/// Python registering an exit handler that reads the credentials and sends them to the
+/// TCP listener on `port` (then leaves the outcome in `payload.done`).
+fn exit_upload(port: u16) -> String {
+    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
+        .replace("PORT", &port.to_string());
+    let body: Vec<String> = handler.lines().map(|l| format!("    {l}")).collect();
+    format!(
+        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
+        body.join("\n")
+    )
+}
+
+/// Runs a main program in the sandbox under `pthwatch --mode block`, with the exit
+/// upload in `program` when given (else it only prints). Returns what the upload said and
+/// every alert, with the exfiltration alert if one came.
+fn run_to_exit(sb: &Sandbox, program: Option<&str>) -> (Option<String>, Option<Value>, Vec<Value>) {
+    let home = sb.home.to_string_lossy().into_owned();
+    let daemon = Daemon::start("block", &["--home", &home]);
+    let program = program.unwrap_or("print('main program ran')");
+    let (status, out) = run_bounded(
+        sb.command(integration_tests::PYTHON).args(["-c", program]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(status, 0, "{out}");
+    let done = wait_marker(sb, Duration::from_secs(20));
+    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
+        a["rule"] == "hook_credential_exfiltration"
+    });
+    (done, alert, daemon.stop())
+}
+
+/// The exit handler a hook left behind was blocked, and the alert names the hook.
+fn assert_blocked_and_named(
+    tcp: &TcpSink,
+    run: (Option<String>, Option<Value>, Vec<Value>),
+    pth: &Path,
+) {
+    let (done, alert, alerts) = run;
+    assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
+    assert_eq!(done.as_deref(), Some("error 1"));
+    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
+    assert_eq!(alert["action"], "blocked", "{alert:#}");
+    assert_eq!(
+        alert["startup_hook"]["path"].as_str(),
+        Some(&*real(pth).to_string_lossy()),
+        "{alert:#}"
+    );
+}
+
+/// The program's own exit upload went through, not blamed on any hook.
+fn assert_sent_unblamed(tcp: &TcpSink, run: (Option<String>, Option<Value>, Vec<Value>)) {
+    let (done, alert, alerts) = run;
+    assert_eq!(done.as_deref(), Some("sent"), "{alerts:#?}");
+    assert!(tcp.bytes() > 0);
+    assert!(alert.is_none(), "{alerts:#?}");
+}
+
 /// A hook that defers its work to the interpreter's exit (`atexit`): the handler runs in
 /// the main thread after the user's program, so it reads and sends on the hook's behalf
 /// (`Py_FinalizeEx` hands the main thread back to the hook's lineage). In block mode
@@ -307,48 +365,14 @@ fn evasion_deferred_to_interpreter_exit() {
     }
     let sb = Sandbox::new("atexit");
     let tcp = TcpSink::start();
-    let code = format!("{PRELUDE}{SEND_TCP}{FINISH}").replace("PORT", &tcp.port.to_string());
-    let handler = code
-        .lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let body =
-        format!("import atexit\ndef _later():\n{handler}\n    pass\natexit.register(_later)\n");
-    let body = body.replace(
-        "    try:\n        s = socket",
-        "    blob = open(cred, 'rb').read()\n    try:\n        s = socket",
-    );
     let pth = sb.pth(
         "deferred.pth",
         &format!(
             "import base64; exec(base64.b64decode('{}'))\n",
-            integration_tests::base64(body.as_bytes())
+            integration_tests::base64(exit_upload(tcp.port).as_bytes())
         ),
     );
-    let home = sb.home.to_string_lossy().into_owned();
-    let daemon = Daemon::start("block", &["--home", &home]);
-    let (status, out) = run_bounded(
-        sb.command(integration_tests::PYTHON)
-            .args(["-c", "print('main program ran')"]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(status, 0, "{out}");
-    assert!(out.contains("main program ran"), "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(20));
-    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
-        a["rule"] == "hook_credential_exfiltration"
-    });
-    let alerts = daemon.stop();
-    assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
-    assert_eq!(done.as_deref(), Some("error 1"));
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
-    assert_eq!(alert["action"], "blocked", "{alert:#}");
-    assert_eq!(
-        alert["startup_hook"]["path"].as_str(),
-        Some(&*real(&pth).to_string_lossy()),
-        "{alert:#}"
-    );
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth);
 }
 
 /// The same deferral one step removed: the hook is a plain `import`, and the module it
@@ -361,44 +385,27 @@ fn evasion_deferred_to_exit_by_an_imported_module() {
     }
     let sb = Sandbox::new("import-atexit");
     let tcp = TcpSink::start();
-    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
-        .replace("PORT", &tcp.port.to_string());
-    std::fs::write(
-        sb.site.join("pthw_telemetry.py"),
-        format!(
-            "import atexit\n\ndef _flush():\n{}\n\natexit.register(_flush)\n",
-            handler
-                .lines()
-                .map(|l| format!("    {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        ),
-    )
-    .expect("write the imported module");
+    std::fs::write(sb.site.join("pthw_telemetry.py"), exit_upload(tcp.port))
+        .expect("write the imported module");
     let pth = sb.pth("pthw_telemetry.pth", "import pthw_telemetry\n");
-    let home = sb.home.to_string_lossy().into_owned();
-    let daemon = Daemon::start("block", &["--home", &home]);
-    let (status, out) = run_bounded(
-        sb.command(integration_tests::PYTHON)
-            .args(["-c", "print('main program ran')"]),
-        Duration::from_secs(60),
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth);
+}
+
+/// The other side: a hook whose code is in plain sight and registers nothing is not
+/// blamed for what the program's own exit handler does (here: read the credentials and
+/// send them, as a legitimate upload at exit would). Block mode lets it through.
+#[test]
+fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_that_cannot_defer() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("own-atexit");
+    let tcp = TcpSink::start();
+    sb.pth(
+        "settings.pth",
+        "import os; os.environ.setdefault('PTHW_SETTING', '1')\n",
     );
-    assert_eq!(status, 0, "{out}");
-    assert!(out.contains("main program ran"), "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(20));
-    let alert = daemon.wait_alert(Duration::from_secs(10), |a| {
-        a["rule"] == "hook_credential_exfiltration"
-    });
-    let alerts = daemon.stop();
-    assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
-    assert_eq!(done.as_deref(), Some("error 1"));
-    let alert = alert.unwrap_or_else(|| panic!("no exfiltration alert in {alerts:#?}"));
-    assert_eq!(alert["action"], "blocked", "{alert:#}");
-    assert_eq!(
-        alert["startup_hook"]["path"].as_str(),
-        Some(&*real(&pth).to_string_lossy()),
-        "{alert:#}"
-    );
+    assert_sent_unblamed(&tcp, run_to_exit(&sb, Some(&exit_upload(tcp.port))));
 }
 
 /// The other side of following imports: a hook that imports a plain module (beside it,
@@ -416,74 +423,5 @@ fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_importing_a_plain_module(
     )
     .expect("write the imported module");
     sb.pth("pthw_settings.pth", "import pthw_settings\n");
-    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
-        .replace("PORT", &tcp.port.to_string());
-    let program = format!(
-        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
-        handler
-            .lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let home = sb.home.to_string_lossy().into_owned();
-    let daemon = Daemon::start("block", &["--home", &home]);
-    let (status, out) = run_bounded(
-        sb.command(integration_tests::PYTHON).args(["-c", &program]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(status, 0, "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(20));
-    let alerts = daemon.stop();
-    assert_eq!(done.as_deref(), Some("sent"), "{alerts:#?}");
-    assert!(tcp.bytes() > 0);
-    assert!(
-        !alerts
-            .iter()
-            .any(|a| a["rule"] == "hook_credential_exfiltration"),
-        "{alerts:#?}"
-    );
-}
-
-/// The other side: a hook whose code is in plain sight and registers nothing is not
-/// blamed for what the program's own exit handler does (here: read the credentials and
-/// send them, as a legitimate upload at exit would). Block mode lets it through.
-#[test]
-fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_that_cannot_defer() {
-    if !can_run() {
-        return;
-    }
-    let sb = Sandbox::new("own-atexit");
-    let tcp = TcpSink::start();
-    sb.pth(
-        "settings.pth",
-        "import os; os.environ.setdefault('PTHW_SETTING', '1')\n",
-    );
-    let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
-        .replace("PORT", &tcp.port.to_string());
-    let program = format!(
-        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
-        handler
-            .lines()
-            .map(|l| format!("    {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let home = sb.home.to_string_lossy().into_owned();
-    let daemon = Daemon::start("block", &["--home", &home]);
-    let (status, out) = run_bounded(
-        sb.command(integration_tests::PYTHON).args(["-c", &program]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(status, 0, "{out}");
-    let done = wait_marker(&sb, Duration::from_secs(20));
-    let alerts = daemon.stop();
-    assert_eq!(done.as_deref(), Some("sent"), "{alerts:#?}");
-    assert!(tcp.bytes() > 0);
-    assert!(
-        !alerts
-            .iter()
-            .any(|a| a["rule"] == "hook_credential_exfiltration"),
-        "{alerts:#?}"
-    );
+    assert_sent_unblamed(&tcp, run_to_exit(&sb, Some(&exit_upload(tcp.port))));
 }
