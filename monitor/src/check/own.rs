@@ -178,26 +178,22 @@ pub(super) fn open_programs(c: &mut Checks, offsets: Option<&Offsets>) {
         }
     };
     if fentry {
-        let result = match ebpf.program_mut(FENTRY_FILE_OPEN_PROGRAM) {
-            Some(p) => <&mut FEntry>::try_from(p).and_then(|p| p.load(FILE_OPEN_FUNCTION, &btf)),
-            None => Err(ProgramError::UnexpectedProgramType),
+        // Each (program, kernel function) loaded as fentry; the failures, by program.
+        let mut load_fentry = |programs: &[(&'static str, &'static str)]| -> Vec<_> {
+            programs
+                .iter()
+                .filter_map(|&(name, function)| {
+                    let result = match ebpf.program_mut(name) {
+                        Some(p) => <&mut FEntry>::try_from(p).and_then(|p| p.load(function, &btf)),
+                        None => Err(ProgramError::UnexpectedProgramType),
+                    };
+                    result.err().map(|e| (name, e))
+                })
+                .collect()
         };
-        let failures: Vec<_> = result
-            .err()
-            .map(|e| (FENTRY_FILE_OPEN_PROGRAM, e))
-            .into_iter()
-            .collect();
+        let failures = load_fentry(&[(FENTRY_FILE_OPEN_PROGRAM, FILE_OPEN_FUNCTION)]);
         row(c, FENTRY, &failures);
-        let failures: Vec<_> = NETWORK_FENTRY
-            .iter()
-            .filter_map(|&(name, function)| {
-                let result = match ebpf.program_mut(name) {
-                    Some(p) => <&mut FEntry>::try_from(p).and_then(|p| p.load(function, &btf)),
-                    None => Err(ProgramError::UnexpectedProgramType),
-                };
-                result.err().map(|e| (name, e))
-            })
-            .collect();
+        let failures = load_fentry(NETWORK_FENTRY);
         row(c, FENTRY_NETWORK, &failures);
     }
     if kprobe {

@@ -11,9 +11,7 @@
 //! (not found there, compiled, too large, too many modules) may defer.
 use std::{
     collections::{HashSet, VecDeque},
-    fs::OpenOptions,
     io::Read as _,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -21,6 +19,7 @@ use super::{
     READ_CAP,
     findings::{FindingKind, scan_line},
     pth::split_lines,
+    record,
     rooted::Root,
 };
 
@@ -110,16 +109,16 @@ pub(crate) fn imports_may_defer<'a>(
     }
     let mut seen = HashSet::new();
     while let Some(w) = queue.pop_front() {
+        let top = w.name.split('.').next().unwrap_or_default();
+        if w.name.is_empty() || STDLIB.contains(&top) || !seen.insert(w.name.clone()) {
+            continue;
+        }
         // `import a.b` runs `a/__init__.py` first.
         if let Some((parent, _)) = w.name.rsplit_once('.') {
             queue.push_back(Wanted {
                 name: parent.to_owned(),
                 required: true,
             });
-        }
-        let top = w.name.split('.').next().unwrap_or_default();
-        if w.name.is_empty() || STDLIB.contains(&top) || !seen.insert(w.name.clone()) {
-            continue;
         }
         if seen.len() > MAX_MODULES {
             return true;
@@ -219,19 +218,8 @@ fn read_source(root: &Root, inner: &Path) -> Option<Vec<u8>> {
     if inner.as_os_str().is_empty() {
         return Some(Vec::new());
     }
-    let host = if root.is_host_root() {
-        inner.to_owned()
-    } else {
-        root.host_path(&root.canonicalize(inner).ok()?)
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(host)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None;
-    }
+    let host = record::host_file(root, inner).ok()?;
+    let (file, _) = record::open_regular(&host, inner).ok()?;
     let mut text = Vec::new();
     file.take(READ_CAP + 1).read_to_end(&mut text).ok()?;
     (text.len() as u64 <= READ_CAP).then_some(text)

@@ -135,7 +135,7 @@ pub(crate) fn read_hook_in(
 }
 
 /// The host path to open: symlinks inside a foreign root are resolved within it.
-fn host_file(root: &Root, path: &Path) -> Result<PathBuf, InventoryError> {
+pub(super) fn host_file(root: &Root, path: &Path) -> Result<PathBuf, InventoryError> {
     if root.is_host_root() {
         return Ok(path.to_owned());
     }
@@ -149,29 +149,41 @@ fn host_file(root: &Root, path: &Path) -> Result<PathBuf, InventoryError> {
     Ok(root.host_path(&inner))
 }
 
-/// Opens without blocking (a FIFO named `x.pth` must not hang the daemon), checks it is a
-/// regular file, keeps the first `READ_CAP` bytes and hashes all of them by streaming.
-fn read_file(host: &Path, path: &Path) -> Result<(fs::Metadata, Vec<u8>, String), InventoryError> {
-    let open_err = |source| InventoryError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let read_err = |source| InventoryError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file: File = OpenOptions::new()
+/// Opens `host` (the in-root `path`) without blocking (a FIFO named `x.pth` must not hang
+/// the daemon) and checks it is a regular file.
+pub(super) fn open_regular(
+    host: &Path,
+    path: &Path,
+) -> Result<(File, fs::Metadata), InventoryError> {
+    let file: File = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(host)
-        .map_err(open_err)?;
-    let meta = file.metadata().map_err(read_err)?;
+        .map_err(|source| InventoryError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| InventoryError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     if !meta.is_file() {
         return Err(InventoryError::NotRegular {
             path: path.to_owned(),
             what: file_type_name(&meta),
         });
     }
+    Ok((file, meta))
+}
+
+/// Opens as `open_regular` does, keeps the first `READ_CAP` bytes and hashes all of them by
+/// streaming.
+fn read_file(host: &Path, path: &Path) -> Result<(fs::Metadata, Vec<u8>, String), InventoryError> {
+    let read_err = |source| InventoryError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let (mut file, meta) = open_regular(host, path)?;
     let mut hasher = Sha256::new();
     let mut head = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
