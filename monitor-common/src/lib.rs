@@ -99,6 +99,9 @@ pub mod proc_flags {
     pub const BY_INODE: u32 = 1 << 9;
     /// Recognised by behaviour (opened a site dir or a `.pth`) after exec.
     pub const BY_BEHAVIOUR: u32 = 1 << 10;
+    /// `exit_lineage` is a hook that planted code in the program (`hook_flags::PLANTS`):
+    /// the main thread acts for it from `Py_RunMain` on, not only at exit.
+    pub const PLANTED: u32 = 1 << 11;
     /// The event was emitted only because tracing of everything is on.
     pub const TRACED: u32 = 1 << 16;
 }
@@ -257,6 +260,12 @@ pub mod hook_flags {
     /// later (exit handlers, signal handlers, tracing or import hooks): the interpreter's
     /// exit handlers are run on its lineage's behalf.
     pub const DEFERS: u32 = 1 << 0;
+    /// The hook plants code that runs while the program runs, on the program's own
+    /// threads: import, tracing, audit or signal hooks, exception and display hooks, or a
+    /// replaced attribute of a module (`builtins.print = ...`). From `Py_RunMain` on, the
+    /// main thread acts for the hook's lineage (and so do the threads and children it
+    /// starts). Always set together with `DEFERS`.
+    pub const PLANTS: u32 = 1 << 1;
 }
 
 /// io_uring event kinds (`IoUringEvent::kind`).
@@ -418,7 +427,9 @@ pub struct ProcState {
     pub budget: u32,
     pub ppid: u32,
     /// The lineage of the last hook that may defer work to the interpreter's exit
-    /// (`hook_flags::DEFERS`): the main thread acts for it from `Py_FinalizeEx` on.
+    /// (`hook_flags::DEFERS`): the main thread acts for it from `Py_FinalizeEx` on, or
+    /// from `Py_RunMain` on when that hook planted code in the program (`PLANTED`; such a
+    /// hook is not replaced here by a later one that only defers).
     pub exit_lineage: u64,
 }
 const _: () = assert!(size_of::<ProcState>() == 40);

@@ -53,6 +53,25 @@ pub struct HookRef {
     pub class: String,
     /// What made the hook risky.
     pub findings: Vec<String>,
+    /// Code the hook (or a module it imports) leaves behind to run later, on whose account
+    /// the interpreter's main thread then acts: `none`, `exit` (exit handlers, after the
+    /// program) or `program` (planted in the program itself: the whole program is the
+    /// hook's).
+    pub deferral: &'static str,
+}
+
+impl HookRef {
+    /// `deferral` for a hook's kernel flags (`monitor_common::hook_flags`).
+    pub fn deferral_of(flags: u32) -> &'static str {
+        use monitor_common::hook_flags::{DEFERS, PLANTS};
+        if flags & PLANTS != 0 {
+            "program"
+        } else if flags & DEFERS != 0 {
+            "exit"
+        } else {
+            "none"
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

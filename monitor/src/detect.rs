@@ -1320,6 +1320,7 @@ fn hook_ref(hook: &Hook) -> HookRef {
         distribution: hook.distribution.clone(),
         class: hook.class.name().to_owned(),
         findings,
+        deferral: HookRef::deferral_of(hook.kernel_info().flags),
     }
 }
 

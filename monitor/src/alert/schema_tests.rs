@@ -35,6 +35,7 @@ fn litellm_hook() -> HookRef {
             "dynamic_code: exec(".into(),
             "decoding: base64".into(),
         ],
+        deferral: "exit",
     }
 }
 
@@ -131,6 +132,7 @@ fn unknown_hook_ran() -> Alert {
             distribution: None,
             class: "unknown".into(),
             findings: Vec::new(),
+            deferral: "program",
         }),
         credentials: Vec::new(),
         destination: None,
@@ -161,6 +163,7 @@ fn persistence_killed() -> Alert {
             distribution: None,
             class: "risky".into(),
             findings: vec!["file_write: open(".into()],
+            deferral: "none",
         }),
         credentials: Vec::new(),
         destination: None,

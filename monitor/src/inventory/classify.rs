@@ -36,27 +36,15 @@ pub enum HookClass {
 impl HookClass {
     /// What the kernel keeps for this hook's inode: its class, and whether it may defer
     /// work to the interpreter's exit (`hook_flags::DEFERS`: its code is hidden, or it
-    /// registers exit, signal, tracing or import hooks).
+    /// registers exit handlers) or plants code in the program (`PLANTS`, with `DEFERS`).
     pub fn kernel_info(&self) -> monitor_common::HookInfo {
-        let defers = match self {
-            Self::Risky { findings } => findings.iter().any(|f| {
-                matches!(
-                    f.kind,
-                    FindingKind::Decoding
-                        | FindingKind::EncodedBlob
-                        | FindingKind::OpaqueCode
-                        | FindingKind::Deferred
-                )
-            }),
-            _ => false,
+        let flags = match self {
+            Self::Risky { findings } => findings.iter().fold(0, |acc, f| acc | hook_flags(f.kind)),
+            _ => 0,
         };
         monitor_common::HookInfo {
             class: self.kernel_class(),
-            flags: if defers {
-                monitor_common::hook_flags::DEFERS
-            } else {
-                0
-            },
+            flags,
         }
     }
 
@@ -369,3 +357,18 @@ fn nspkg_dist(file_name: &OsStr) -> Option<String> {
 #[cfg(test)]
 #[path = "classify_tests.rs"]
 mod tests;
+
+/// The `monitor_common::hook_flags` a finding in a hook's own text calls for. Hidden code
+/// may have registered anything: its exit handlers are the hook's, but the program is not
+/// put on its account for what it cannot be seen to plant.
+pub(crate) fn hook_flags(kind: FindingKind) -> u32 {
+    use monitor_common::hook_flags::{DEFERS, PLANTS};
+    match kind {
+        FindingKind::Planted => DEFERS | PLANTS,
+        FindingKind::Decoding
+        | FindingKind::EncodedBlob
+        | FindingKind::OpaqueCode
+        | FindingKind::Deferred => DEFERS,
+        _ => 0,
+    }
+}

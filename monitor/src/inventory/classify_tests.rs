@@ -204,6 +204,36 @@ fn hooks_that_may_defer_work_to_exit_are_flagged_for_the_kernel() {
 }
 
 #[test]
+fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
+    use monitor_common::hook_flags::{DEFERS, PLANTS};
+    let flags = |content: &str| pth("x.pth", content, None).class.kernel_info().flags;
+    for planting in [
+        "import signal; signal.signal(signal.SIGTERM, print)\n",
+        "import sys; sys.meta_path.insert(0, object())\n",
+        "import sys; sys.settrace(print)\n",
+        "import sys; sys.excepthook = print\n",
+        "import builtins; builtins.print = len\n",
+        "import builtins; setattr(builtins, 'open', len)\n",
+        "import socket; socket.socket = object\n",
+    ] {
+        assert_eq!(flags(planting), DEFERS | PLANTS, "{planting}");
+    }
+    // Exit handlers run after the program, and hidden code is not seen to plant: the
+    // program itself stays its own.
+    assert_eq!(flags("import atexit; atexit.register(print)\n"), DEFERS);
+    assert_eq!(flags(LITELLM), DEFERS);
+    // Restoring a signal's default, data attributes of sys, comparisons: nothing planted.
+    for plain in [
+        "import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n",
+        "import sys; sys.path = [p for p in sys.path if p]\n",
+        "import sys; sys.dont_write_bytecode = True\n",
+        "import os; os.name == 'nt' and print(1)\n",
+    ] {
+        assert_eq!(flags(plain) & PLANTS, 0, "{plain}");
+    }
+}
+
+#[test]
 fn paths_only_is_inert() {
     let c = pth("foo.pth", "# editable\n/home/u/src/foo\n\n../rel\n", None);
     assert_eq!(c.class, HookClass::Inert);

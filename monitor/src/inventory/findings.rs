@@ -44,9 +44,12 @@ pub enum FindingKind {
     OpaqueCode,
     /// The file is larger than the read limit: the rest was not inspected.
     OversizedFile,
-    /// Registers code to run later, outside start-up: exit handlers (`atexit`), signal
-    /// handlers, tracing and audit hooks, import hooks, exception hooks.
+    /// Registers code to run at the interpreter's exit (`atexit`, `weakref.finalize`).
     Deferred,
+    /// Plants code that runs while the program runs, on its threads: import hooks,
+    /// tracing, audit and signal hooks, exception and display hooks, a replaced attribute
+    /// of a module (`builtins.print = ...`, `setattr(socket, ...)`).
+    Planted,
 }
 
 impl FindingKind {
@@ -65,6 +68,7 @@ impl FindingKind {
             Self::OpaqueCode => "opaque_code",
             Self::OversizedFile => "oversized_file",
             Self::Deferred => "deferred",
+            Self::Planted => "planted",
         }
     }
 }
@@ -93,7 +97,7 @@ impl fmt::Display for Finding {
 
 use FindingKind::{
     Decoding, Deferred, DynamicCode, EncodedBlob, FileWrite, LongLine, NativeCode, Network,
-    NonAscii, ProcessSpawn, SecretAccess,
+    NonAscii, Planted, ProcessSpawn, SecretAccess,
 };
 
 /// Identifier tokens that are risky wherever they appear (string contents included).
@@ -121,10 +125,11 @@ const TOKENS: &[(FindingKind, &[&str])] = &[
         "websockets", "getaddrinfo", "gethostbyname", "curl", "wget", "pycurl", "xmlrpc",
     ]),
     (NativeCode, &["ctypes", "_ctypes", "cffi", "CDLL", "PyDLL", "cdll", "mmap"]),
-    (Deferred, &[
-        "atexit", "settrace", "setprofile", "addaudithook", "meta_path", "path_hooks",
-        "excepthook", "unraisablehook", "displayhook", "breakpointhook", "setitimer",
-        "SIGALRM", "SIGTERM", "SIGINT", "finalize",
+    (Deferred, &["atexit", "finalize"]),
+    (Planted, &[
+        "settrace", "setprofile", "addaudithook", "meta_path", "path_hooks",
+        "path_importer_cache", "excepthook", "unraisablehook", "displayhook",
+        "breakpointhook", "setitimer", "register_at_fork", "set_wakeup_fd",
     ]),
     (FileWrite, &[
         "write_text", "write_bytes", "writelines", "shutil", "chmod", "chown", "makedirs",
@@ -159,6 +164,7 @@ const PATTERNS: &[(FindingKind, &[&str])] = &[
         "\"HOME\"", "environ.items", "environ.copy", "environ.values", "dict(os.environ)",
     ]),
     (Decoding, &["[::-1]"]),
+    (Planted, &["monitoring.register_callback"]),
 ];
 
 /// Modules whose `__import__` by literal name is itself a sign of hiding something.
@@ -177,6 +183,7 @@ pub(crate) fn scan_line(text: &str, length: usize) -> Vec<Finding> {
     scan_tokens(&squashed, &mut out);
     scan_patterns(&squashed, &mut out);
     scan_imports(&squashed, &mut out);
+    scan_patches(&squashed, &mut out);
     scan_escapes(&squashed, &mut out);
     scan_shape(text, length, &mut out);
     let mut seen = std::collections::HashSet::new();
@@ -310,6 +317,93 @@ fn scan_imports(s: &str, out: &mut Vec<Finding>) {
             }
         }
     }
+}
+
+/// Modules whose attributes, replaced, put the replacement in the way of every program:
+/// the interpreter's own and the usual network and cloud clients.
+#[rustfmt::skip]
+const PATCHABLE: &[&str] = &[
+    "builtins", "__builtins__", "sys", "os", "io", "socket", "ssl", "subprocess", "http",
+    "urllib", "urllib3", "requests", "httpx", "aiohttp", "json", "pickle", "logging",
+    "warnings", "threading", "signal", "importlib", "getpass", "shutil", "pathlib", "boto3",
+    "botocore", "site",
+];
+
+/// Attributes of `sys` that hold data, not code: replacing them plants nothing.
+const SYS_DATA: &[&str] = &["path", "dont_write_bytecode", "argv", "ps1", "ps2"];
+
+/// A replaced attribute of a module every program uses (`builtins.print = f`,
+/// `socket.socket = Wrapper`, `setattr(builtins, 'open', f)`): the replacement runs
+/// whenever the program calls it.
+fn scan_patches(s: &str, out: &mut Vec<Finding>) {
+    let bytes = s.as_bytes();
+    for (pos, tok) in tokens(s) {
+        if !PATCHABLE.contains(&tok) {
+            continue;
+        }
+        let before = bytes[..pos].last().copied();
+        if before.is_some_and(|b| is_name_byte(b) || b == b'.' || b == b':') {
+            continue;
+        }
+        // `module.attr(.attr)*=`, not `==`.
+        let mut end = pos + tok.len();
+        let mut attrs = 0;
+        while bytes.get(end) == Some(&b'.') {
+            let len = bytes[end + 1..]
+                .iter()
+                .take_while(|b| is_name_byte(**b))
+                .count();
+            if len == 0 {
+                break;
+            }
+            end += 1 + len;
+            attrs += 1;
+        }
+        let assigned = bytes.get(end) == Some(&b'=') && bytes.get(end + 1) != Some(&b'=');
+        let first_attr = s[pos + tok.len()..end]
+            .trim_start_matches('.')
+            .split('.')
+            .next();
+        if attrs > 0
+            && assigned
+            && !(tok == "sys" && first_attr.is_some_and(|a| SYS_DATA.contains(&a)))
+        {
+            out.push(Finding::new(Planted, format!("{}=", &s[pos..end])));
+            return;
+        }
+    }
+    for (pos, m) in s.match_indices("signal(") {
+        // `signal.signal(SIGTERM, handler)`; restoring the default or ignoring plants nothing.
+        let args = &s[pos + m.len()..];
+        let handler = args.split([',', ')']).nth(1).unwrap_or_default();
+        let named = !before_is_name(s, pos) && args.starts_with(|c: char| c.is_ascii_alphabetic());
+        if named
+            && !handler.is_empty()
+            && !handler.ends_with("SIG_DFL")
+            && !handler.ends_with("SIG_IGN")
+        {
+            out.push(Finding::new(Planted, format!("signal({handler})")));
+            return;
+        }
+    }
+    for (pos, m) in s.match_indices("setattr(") {
+        let target = s[pos + m.len()..]
+            .split([',', ')'])
+            .next()
+            .unwrap_or_default();
+        let head = target.split('.').next().unwrap_or_default();
+        if PATCHABLE.contains(&head) && !before_is_name(s, pos) {
+            out.push(Finding::new(Planted, format!("setattr({target},")));
+            return;
+        }
+    }
+}
+
+fn before_is_name(s: &str, pos: usize) -> bool {
+    s.as_bytes()[..pos]
+        .last()
+        .copied()
+        .is_some_and(is_name_byte)
 }
 
 /// Long runs of `\x..`/`\u....` escapes or `chr(` calls spell a hidden string.

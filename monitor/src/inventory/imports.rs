@@ -1,8 +1,9 @@
 //! The code an executable hook imports, followed far enough to say whether it may defer
-//! work to the interpreter's exit. A hook that reads `import helper` shows nothing of what
-//! `helper` does; if `helper` registers an exit handler, that handler runs after the main
-//! program, in the main thread, and must be put on the hook's account like one the hook
-//! registered itself (`hook_flags::DEFERS`).
+//! work to the interpreter's exit or plant code in the program. A hook that reads `import
+//! helper` shows nothing of what `helper` does; if `helper` registers an exit handler, that
+//! handler runs after the main program, in the main thread, and must be put on the hook's
+//! account like one the hook registered itself (`hook_flags::DEFERS`); if it installs an
+//! import hook or replaces a builtin, its code runs inside the program (`PLANTS`).
 //!
 //! Imports are read from the text, line by line (`import a.b, c`, `from a import b`,
 //! relative `from .m import x`), and resolved in the hook's own directory, where `site`
@@ -74,18 +75,21 @@ const STDLIB: &[&str] = &[
     "xml", "xmlrpc", "zipapp", "zipfile", "zipimport", "zlib", "zoneinfo",
 ];
 
-/// Findings in imported code that mean it may defer work: it registers exit, signal,
-/// tracing or import hooks itself, or it hides what it runs.
-fn may_defer(kind: FindingKind) -> bool {
-    matches!(
-        kind,
+/// The `monitor_common::hook_flags` a finding in imported code calls for: planting code
+/// in the program (import, tracing, signal hooks, a replaced builtin), registering exit
+/// handlers, or hiding what it runs.
+fn flags_of(kind: FindingKind) -> u32 {
+    use monitor_common::hook_flags::{DEFERS, PLANTS};
+    match kind {
+        FindingKind::Planted => DEFERS | PLANTS,
         FindingKind::Deferred
-            | FindingKind::DynamicCode
-            | FindingKind::Decoding
-            | FindingKind::EncodedBlob
-            | FindingKind::OpaqueCode
-            | FindingKind::NonAscii
-    )
+        | FindingKind::DynamicCode
+        | FindingKind::Decoding
+        | FindingKind::EncodedBlob
+        | FindingKind::OpaqueCode
+        | FindingKind::NonAscii => DEFERS,
+        _ => 0,
+    }
 }
 
 /// One module to look at: its dotted name (relative names are resolved before they are
@@ -96,13 +100,17 @@ struct Wanted {
     required: bool,
 }
 
-/// Whether the modules imported by `lines` (a hook's executable text, in `dir`) may defer
-/// work to the interpreter's exit. `root` is where in-root paths are read.
-pub(crate) fn imports_may_defer<'a>(
+/// What the modules imported by `lines` (a hook's executable text, in `dir`) call for, as
+/// `monitor_common::hook_flags`: `DEFERS` when they may defer work to the interpreter's
+/// exit (or cannot be read), `DEFERS | PLANTS` when they plant code in the program. `root`
+/// is where in-root paths are read.
+pub(crate) fn imports_flags<'a>(
     root: &Root,
     dir: &Path,
     lines: impl IntoIterator<Item = &'a str>,
-) -> bool {
+) -> u32 {
+    use monitor_common::hook_flags::{DEFERS, PLANTS};
+    let mut flags = 0;
     let mut queue: VecDeque<Wanted> = VecDeque::new();
     for line in lines {
         queue.extend(imports(line, None));
@@ -121,19 +129,21 @@ pub(crate) fn imports_may_defer<'a>(
             });
         }
         if seen.len() > MAX_MODULES {
-            return true;
+            return flags | DEFERS;
         }
         let Some(found) = locate(root, dir, &w.name) else {
             if w.required {
-                return true;
+                flags |= DEFERS;
             }
             continue;
         };
         let Module::Source { path, package } = found else {
-            return true;
+            flags |= DEFERS;
+            continue;
         };
         let Some(text) = read_source(root, &path) else {
-            return true;
+            flags |= DEFERS;
+            continue;
         };
         // The package relative imports in this module are taken from.
         let base = if package {
@@ -146,16 +156,16 @@ pub(crate) fn imports_may_defer<'a>(
         };
         for raw in split_lines(&text) {
             let line = String::from_utf8_lossy(raw.bytes);
-            if scan_line(&line, raw.bytes.len())
-                .iter()
-                .any(|f| may_defer(f.kind))
-            {
-                return true;
+            for f in scan_line(&line, raw.bytes.len()) {
+                flags |= flags_of(f.kind);
+            }
+            if flags & PLANTS != 0 {
+                return flags;
             }
             queue.extend(imports(&line, Some(&base)));
         }
     }
-    false
+    flags
 }
 
 enum Module {

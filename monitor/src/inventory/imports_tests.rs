@@ -21,9 +21,20 @@ impl Site {
         self
     }
 
+    fn flags(&self, hook: &str) -> u32 {
+        imports_flags(&Root::new(&self.0), Path::new("/site"), hook.lines())
+    }
+
     /// Whether a hook in the site dir whose executable text is `hook` may defer.
     fn defers(&self, hook: &str) -> bool {
-        imports_may_defer(&Root::new(&self.0), Path::new("/site"), hook.lines())
+        self.flags(hook) & monitor_common::hook_flags::DEFERS != 0
+    }
+
+    /// Whether it plants code in the program.
+    fn plants(&self, hook: &str) -> bool {
+        let flags = self.flags(hook);
+        flags & monitor_common::hook_flags::PLANTS != 0
+            && flags & monitor_common::hook_flags::DEFERS != 0
     }
 }
 
@@ -94,6 +105,71 @@ fn a_module_that_registers_an_exit_handler_makes_its_importer_defer() {
         "exec(compile(open(__file__).read(), 'x', 'exec'))\n",
     );
     assert!(site.defers("import hidden"));
+    // Exit handlers and hidden code are not seen to plant anything in the program.
+    assert!(!site.plants("import helper"));
+    assert!(!site.plants("import hidden"));
+}
+
+#[test]
+fn a_module_that_plants_code_in_the_program_makes_its_importer_plant() {
+    let site = Site::new("plant");
+    site.write(
+        "finder.py",
+        "import sys
+
+class F:
+    def find_spec(self, name, path=None, target=None):\n        return None
+
+sys.meta_path.insert(0, F())
+",
+    )
+    .write(
+        "console.py",
+        "import builtins
+_print = builtins.print
+
+def hooked(*a, **k):
+    _print(*a, **k)
+
+builtins.print = hooked
+",
+    )
+    .write(
+        "wrap.py",
+        "import socket
+setattr(socket, 'socket', object)
+",
+    )
+    .write(
+        "stop.py",
+        "import signal
+signal.signal(signal.SIGTERM, lambda *a: None)
+",
+    )
+    .write(
+        "settings.py",
+        "import sys
+sys.dont_write_bytecode = True
+",
+    );
+    for hook in [
+        "import finder",
+        "import console",
+        "import wrap",
+        "import stop",
+    ] {
+        assert!(site.plants(hook), "{hook}");
+    }
+    // Found after an exit handler: the walk goes on past what only defers.
+    site.write(
+        "both.py",
+        "import atexit, finder
+atexit.register(print)
+",
+    );
+    assert!(site.plants("import both"));
+    // Data attributes of sys are not code.
+    assert!(!site.defers("import settings"));
 }
 
 #[test]

@@ -52,20 +52,27 @@ pub struct Hook {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub path_entries: Vec<PathBuf>,
-    /// Executable, not deferring by its own text, but the modules it imports may: they
-    /// register exit, signal, tracing or import hooks, hide their code, or cannot be read
-    /// (see `imports`).
+    /// Executable, and the modules it imports may defer work to the interpreter's exit:
+    /// they register exit handlers, hide their code, or cannot be read (see `imports`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub imports_may_defer: bool,
+    /// ... or plant code in the program: import, tracing or signal hooks, a replaced
+    /// builtin or module attribute.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub imports_plant_code: bool,
 }
 
 impl Hook {
-    /// What the kernel keeps for this hook's inode: its class's, with `DEFERS` also when
-    /// the modules it imports may defer.
+    /// What the kernel keeps for this hook's inode: its class's, with `DEFERS` (and
+    /// `PLANTS`) also when the modules it imports call for them.
     pub fn kernel_info(&self) -> monitor_common::HookInfo {
+        use monitor_common::hook_flags::{DEFERS, PLANTS};
         let mut info = self.class.kernel_info();
         if self.imports_may_defer {
-            info.flags |= monitor_common::hook_flags::DEFERS;
+            info.flags |= DEFERS;
+        }
+        if self.imports_plant_code {
+            info.flags |= DEFERS | PLANTS;
         }
         info
     }
@@ -101,16 +108,20 @@ pub(crate) fn read_hook_in(
         truncated: meta.size() > READ_CAP,
         opaque,
     });
-    let imports_may_defer = c.class.is_unknown_executable()
-        && c.class.kernel_info().flags & monitor_common::hook_flags::DEFERS == 0
-        && path.parent().is_some_and(|dir| {
+    let imported = match path.parent() {
+        Some(dir)
+            if c.class.is_unknown_executable()
+                && c.class.kernel_info().flags & monitor_common::hook_flags::PLANTS == 0 =>
+        {
             let lines: Vec<String> = split_lines(&head)
                 .iter()
                 .filter(|l| kind.is_source() || is_exec(l.bytes))
                 .map(|l| String::from_utf8_lossy(l.bytes).into_owned())
                 .collect();
-            imports::imports_may_defer(root, dir, lines.iter().map(String::as_str))
-        });
+            imports::imports_flags(root, dir, lines.iter().map(String::as_str))
+        }
+        _ => 0,
+    };
     let bytecode = if kind.is_source() && !opaque {
         cached_bytecode(root, path)
     } else {
@@ -130,7 +141,8 @@ pub(crate) fn read_hook_in(
         truncated: meta.size() > READ_CAP,
         bytecode,
         path_entries: c.path_entries,
-        imports_may_defer,
+        imports_may_defer: imported & monitor_common::hook_flags::DEFERS != 0,
+        imports_plant_code: imported & monitor_common::hook_flags::PLANTS != 0,
     })
 }
 

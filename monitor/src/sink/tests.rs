@@ -67,6 +67,7 @@ pub(super) fn sample_alert(id: &str, severity: Severity) -> Alert {
             distribution: Some("litellm==1.82.8".into()),
             class: "risky".into(),
             findings: vec!["exec of decoded data".into()],
+            deferral: "exit",
         }),
         credentials: vec!["/home/dev/.aws/credentials".into()],
         destination: Some(Destination {
