@@ -143,6 +143,26 @@ pub(crate) const FORMS: &[Form] = &[
         expect: Expect::Named("coloredlogs"),
     },
     Form {
+        name: "pip-system-certs bootstrap",
+        templates: &[
+            "import os, sys; __import__('pip_system_certs.bootstrap') and sys.modules['pip_system_certs.bootstrap'].bootstrap()",
+            "import pip_system_certs.bootstrap",
+        ],
+        expect: Expect::Named("pip-system-certs"),
+    },
+    Form {
+        name: "hunter environment hook",
+        templates: &["import hunter; hunter._embed_via_environment()"],
+        expect: Expect::Named("hunter"),
+    },
+    Form {
+        name: "manhole environment hook",
+        templates: &[
+            r#"import os, sys;exec('if "PYTHONMANHOLE" in os.environ:\n try:\n  from manhole import install\n  eval("install({0[PYTHONMANHOLE]})".format(os.environ))\n except Exception as exc:\n  sys.stderr.write("Failed to manhole.install({[PYTHONMANHOLE]}): {!r}\\n".format(os.environ, exc))\n')"#,
+        ],
+        expect: Expect::Named("manhole"),
+    },
+    Form {
         name: "cuda-bindings redirector",
         templates: &["import _cuda_bindings_redirector"],
         expect: Expect::Named("cuda-bindings"),
@@ -393,6 +413,37 @@ mod tests {
         assert_eq!(form("import os, sys;exec('import subprocess')"), None);
         assert_eq!(
             form("import coverage; coverage.process_startup(); import socket"),
+            None
+        );
+    }
+
+    #[test]
+    fn debugging_hooks_enabled_by_the_environment() {
+        assert_eq!(
+            form("import hunter; hunter._embed_via_environment()"),
+            Some("hunter environment hook")
+        );
+        let manhole = r#"import os, sys;exec('if "PYTHONMANHOLE" in os.environ:\n try:\n  from manhole import install\n  eval("install({0[PYTHONMANHOLE]})".format(os.environ))\n except Exception as exc:\n  sys.stderr.write("Failed to manhole.install({[PYTHONMANHOLE]}): {!r}\\n".format(os.environ, exc))\n')"#;
+        assert_eq!(form(manhole), Some("manhole environment hook"));
+        assert_eq!(form(&manhole.replace("install", "steal")), None);
+    }
+
+    #[test]
+    fn pip_system_certs_bootstrap_only() {
+        assert_eq!(
+            form(
+                "import os, sys; __import__('pip_system_certs.bootstrap') and sys.modules['pip_system_certs.bootstrap'].bootstrap()"
+            ),
+            Some("pip-system-certs bootstrap")
+        );
+        assert_eq!(
+            form("import pip_system_certs.bootstrap"),
+            Some("pip-system-certs bootstrap")
+        );
+        assert_eq!(
+            form(
+                "import os, sys; __import__('pip_system_certs.evil') and sys.modules['pip_system_certs.evil'].bootstrap()"
+            ),
             None
         );
     }

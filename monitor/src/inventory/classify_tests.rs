@@ -215,6 +215,8 @@ fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
         "import builtins; builtins.print = len\n",
         "import builtins; setattr(builtins, 'open', len)\n",
         "import socket; socket.socket = object\n",
+        "import sys; sys.stdout = open('/dev/null', 'w')\n",
+        "import sys; setattr(sys, 'excepthook', print)\n",
     ] {
         assert_eq!(flags(planting), DEFERS | PLANTS, "{planting}");
     }
@@ -228,6 +230,12 @@ fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
         "import sys; sys.path = [p for p in sys.path if p]\n",
         "import sys; sys.dont_write_bytecode = True\n",
         "import os; os.name == 'nt' and print(1)\n",
+        "import sys; sys.prefix = sys.base_prefix = '/opt/py'\n",
+        "import os; os.environ['PTHW'] = '1'\n",
+        "import logging; logging.raiseExceptions = False\n",
+        "import socket; socket.TIMEOUT = 5\n",
+        "import sys; sys.modules['pthw_alias'] = sys.modules['os']\n",
+        "import sys, types; m = types.ModuleType('g'); setattr(sys.modules['google'], 'cloud', m)\n",
     ] {
         assert_eq!(flags(plain) & PLANTS, 0, "{plain}");
     }

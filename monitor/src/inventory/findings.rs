@@ -329,8 +329,16 @@ const PATCHABLE: &[&str] = &[
     "botocore", "site",
 ];
 
-/// Attributes of `sys` that hold data, not code: replacing them plants nothing.
-const SYS_DATA: &[&str] = &["path", "dont_write_bytecode", "argv", "ps1", "ps2"];
+/// Attributes of `sys` that hold code the program calls (its hooks are tokens of their
+/// own): most of `sys` is data (`sys.path`, `sys.prefix`), and replacing that plants nothing.
+const SYS_CODE: &[&str] = &[
+    "stdout",
+    "stderr",
+    "stdin",
+    "modules",
+    "__stdout__",
+    "__stderr__",
+];
 
 /// A replaced attribute of a module every program uses (`builtins.print = f`,
 /// `socket.socket = Wrapper`, `setattr(builtins, 'open', f)`): the replacement runs
@@ -363,11 +371,10 @@ fn scan_patches(s: &str, out: &mut Vec<Finding>) {
         let first_attr = s[pos + tok.len()..end]
             .trim_start_matches('.')
             .split('.')
-            .next();
-        if attrs > 0
-            && assigned
-            && !(tok == "sys" && first_attr.is_some_and(|a| SYS_DATA.contains(&a)))
-        {
+            .next()
+            .unwrap_or_default();
+        let code = tok != "sys" || SYS_CODE.contains(&first_attr);
+        if attrs > 0 && assigned && code && !is_data(&s[end + 1..]) {
             out.push(Finding::new(Planted, format!("{}=", &s[pos..end])));
             return;
         }
@@ -392,11 +399,32 @@ fn scan_patches(s: &str, out: &mut Vec<Finding>) {
             .next()
             .unwrap_or_default();
         let head = target.split('.').next().unwrap_or_default();
-        if PATCHABLE.contains(&head) && !before_is_name(s, pos) {
+        let attr = s[pos + m.len() + target.len()..]
+            .trim_start_matches(',')
+            .split([',', ')'])
+            .next()
+            .unwrap_or_default()
+            .trim_matches(|c| c == '\'' || c == '"');
+        let code = head != "sys" || (target == "sys" && SYS_CODE.contains(&attr));
+        if PATCHABLE.contains(&head) && code && !before_is_name(s, pos) {
             out.push(Finding::new(Planted, format!("setattr({target},")));
             return;
         }
     }
+}
+
+/// Whether an assigned value (the squashed text after `=`) is plain data: a number, a
+/// string, a constant, or a literal list, dict or set. Data replaces no code.
+fn is_data(value: &str) -> bool {
+    let word: String = value
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    value.starts_with(|c: char| c.is_ascii_digit() || "'\"[{-".contains(c))
+        || ["True", "False", "None"].contains(&word.as_str())
+        || ["b'", "b\"", "f'", "f\"", "r'", "r\""]
+            .iter()
+            .any(|p| value.starts_with(p))
 }
 
 fn before_is_name(s: &str, pos: usize) -> bool {

@@ -242,6 +242,23 @@ fn read_source(root: &Root, inner: &Path) -> Option<Vec<u8>> {
 /// (the module `m` is).
 fn imports(line: &str, package: Option<&str>) -> Vec<Wanted> {
     let mut out = Vec::new();
+    // `__import__('helper')` and `importlib.import_module('helper')` with a literal name
+    // import like a statement (a computed name is dynamic code, a finding of its own).
+    for call in ["__import__(", "import_module("] {
+        for (pos, _) in line.match_indices(call) {
+            let arg = line[pos + call.len()..].trim_start();
+            let Some(quote) = arg.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+                continue;
+            };
+            let name = arg[1..].split(quote).next().unwrap_or_default();
+            if is_dotted_name(name) && arg[1..].len() > name.len() {
+                out.push(Wanted {
+                    name: name.to_owned(),
+                    required: true,
+                });
+            }
+        }
+    }
     for statement in line.split(';') {
         let s = statement.trim();
         if let Some(rest) = s

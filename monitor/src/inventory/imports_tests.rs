@@ -84,6 +84,16 @@ fn import_statements_are_read_from_each_statement_of_a_line() {
     // A hook's own lines cannot import relatively; climbing past the top goes nowhere.
     assert!(names("from . import x", None).is_empty());
     assert!(names("from ... import x", Some("pkg")).is_empty());
+    // Literal names given to the import functions.
+    assert_eq!(
+        names(
+            "import os; __import__('pkg.boot') and x(); importlib.import_module(\"m\")",
+            None
+        ),
+        [req("pkg.boot"), req("m"), req("os")]
+    );
+    assert!(names("__import__(name)", None).is_empty());
+    assert!(names("__import__('a b')", None).is_empty());
     // Not imports.
     assert!(names("x = 'import os'", None).is_empty());
     assert!(names("from_file = 1", None).is_empty());
