@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{
     LINE_KEEP,
     benign::{self, Expect},
-    findings::{Finding, FindingKind, scan_line},
+    findings::{Finding, FindingKind, Scanner},
     kind::HookKind,
     owners::Owner,
     pth::{is_comment_or_blank, is_exec, split_lines},
@@ -211,6 +211,7 @@ fn pth_lines(input: &Input<'_>) -> (Vec<ExecLine>, OwnerCheck, Vec<PathBuf>) {
     let mut lines = Vec::new();
     let mut paths = Vec::new();
     let mut check = OwnerCheck::NotApplicable;
+    let mut scanner = Scanner::default();
     for raw in split_lines(input.content) {
         if is_comment_or_blank(raw.bytes) {
             continue;
@@ -236,7 +237,7 @@ fn pth_lines(input: &Input<'_>) -> (Vec<ExecLine>, OwnerCheck, Vec<PathBuf>) {
                 }
                 line.form = Some(m.form.name.to_owned());
             }
-            None => line.findings = scan_line(&full, raw.bytes.len()),
+            None => line.findings = scanner.line(&full, raw.bytes.len()),
         }
         lines.push(line);
     }
@@ -260,6 +261,7 @@ fn source_lines(input: &Input<'_>) -> (Vec<ExecLine>, OwnerCheck) {
     } else {
         OwnerCheck::NotApplicable
     };
+    let mut scanner = Scanner::default();
     let lines = statements
         .iter()
         .zip(&texts)
@@ -268,7 +270,7 @@ fn source_lines(input: &Input<'_>) -> (Vec<ExecLine>, OwnerCheck) {
             if debian {
                 line.form = Some(benign::DEBIAN_SITECUSTOMIZE_NAME.to_owned());
             } else {
-                line.findings = scan_line(full, raw.bytes.len());
+                line.findings = scanner.line(full, raw.bytes.len());
             }
             line
         })

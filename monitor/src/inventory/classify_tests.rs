@@ -217,6 +217,10 @@ fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
         "import socket; socket.socket = object\n",
         "import sys; sys.stdout = open('/dev/null', 'w')\n",
         "import sys; setattr(sys, 'excepthook', print)\n",
+        "import builtins as b; b.print = len\n",
+        "import os; from requests import Session as S; S.send = len\n",
+        "import os; b = __import__('builtins'); setattr(b, 'open', len)\n",
+        "import builtins as b\nimport os; b.input = len\n",
     ] {
         assert_eq!(flags(planting), DEFERS | PLANTS, "{planting}");
     }
@@ -233,6 +237,8 @@ fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
         "import sys; sys.prefix = sys.base_prefix = '/opt/py'\n",
         "import os; os.environ['PTHW'] = '1'\n",
         "import logging; logging.raiseExceptions = False\n",
+        "import json as j; j.x = 1\n",
+        "import mylib as b; b.print = len\n",
         "import socket; socket.TIMEOUT = 5\n",
         "import sys; sys.modules['pthw_alias'] = sys.modules['os']\n",
         "import sys, types; m = types.ModuleType('g'); setattr(sys.modules['google'], 'cloud', m)\n",

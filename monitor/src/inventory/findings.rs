@@ -4,7 +4,7 @@
 //! The scan works on tokens and short patterns over the text with meaningless whitespace
 //! removed (`os . system` is `os.system`), and it reads string literals too: a module
 //! name in `__import__('subprocess')` counts like an `import subprocess`.
-use std::fmt;
+use std::{collections::HashSet, fmt};
 
 use serde::Serialize;
 
@@ -175,21 +175,73 @@ const HIDDEN_IMPORTS: &[&str] = &[
     "importlib", "pty", "runpy", "os",
 ];
 
-/// Every risky construct in one executable line (or source line). `length` is the real
-/// byte length of the line, which may exceed what `text` holds.
-pub(crate) fn scan_line(text: &str, length: usize) -> Vec<Finding> {
-    let squashed = squash(text);
-    let mut out = Vec::new();
-    scan_tokens(&squashed, &mut out);
-    scan_patterns(&squashed, &mut out);
-    scan_imports(&squashed, &mut out);
-    scan_patches(&squashed, &mut out);
-    scan_escapes(&squashed, &mut out);
-    scan_shape(text, length, &mut out);
-    let mut seen = std::collections::HashSet::new();
-    out.retain(|f| seen.insert((f.kind, f.matched.clone())));
-    out.truncate(MAX_PER_LINE);
-    out
+
+/// Scans the lines of one file in order, remembering the names its imports bind to the
+/// modules every program uses (`import builtins as b`, `from requests import Session`), so
+/// that replacing an attribute through such a name is seen as patching that module.
+#[derive(Default)]
+pub(crate) struct Scanner {
+    aliases: HashSet<String>,
+}
+
+impl Scanner {
+    /// Every risky construct in the file's next executable line (or source line).
+    /// `length` is the real byte length of the line, which may exceed what `text` holds.
+    pub(crate) fn line(&mut self, text: &str, length: usize) -> Vec<Finding> {
+        let squashed = squash(text);
+        self.bind(&squashed);
+        let mut out = Vec::new();
+        scan_tokens(&squashed, &mut out);
+        scan_patterns(&squashed, &mut out);
+        scan_imports(&squashed, &mut out);
+        scan_patches(&squashed, &self.aliases, &mut out);
+        scan_escapes(&squashed, &mut out);
+        scan_shape(text, length, &mut out);
+        let mut seen = HashSet::new();
+        out.retain(|f| seen.insert((f.kind, f.matched.clone())));
+        out.truncate(MAX_PER_LINE);
+        out
+    }
+
+    /// Records the names `s` (squashed) binds to a patchable module or to a name of one.
+    fn bind(&mut self, s: &str) {
+        for statement in s.split(';') {
+            let statement = statement.trim();
+            if let Some(rest) = statement.strip_prefix("import ") {
+                for part in rest.split(',') {
+                    if let Some((module, alias)) = part.split_once(" as ") {
+                        self.bind_to(module, alias);
+                    }
+                }
+            } else if let Some(rest) = statement.strip_prefix("from ") {
+                let Some((module, names)) = rest.split_once(" import ") else {
+                    continue;
+                };
+                for part in names.trim_matches(['(', ')']).split(',') {
+                    let alias = part.split_once(" as ").map_or(part, |(_, a)| a);
+                    self.bind_to(module, alias);
+                }
+            } else if let Some((name, value)) = statement.split_once('=') {
+                // `b = __import__('builtins')`, `s = importlib.import_module('socket')`.
+                let module = ["__import__(", "import_module("].iter().find_map(|call| {
+                    let arg = value.split_once(call)?.1;
+                    let quote = arg.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+                    arg[1..].split(quote).next()
+                });
+                if let Some(module) = module {
+                    self.bind_to(module, name);
+                }
+            }
+        }
+    }
+
+    fn bind_to(&mut self, module: &str, alias: &str) {
+        let top = module.trim().split('.').next().unwrap_or_default();
+        let alias = alias.trim();
+        if PATCHABLE.contains(&top) && !alias.is_empty() && alias.bytes().all(is_name_byte) {
+            self.aliases.insert(alias.to_owned());
+        }
+    }
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -341,12 +393,13 @@ const SYS_CODE: &[&str] = &[
 ];
 
 /// A replaced attribute of a module every program uses (`builtins.print = f`,
-/// `socket.socket = Wrapper`, `setattr(builtins, 'open', f)`): the replacement runs
-/// whenever the program calls it.
-fn scan_patches(s: &str, out: &mut Vec<Finding>) {
+/// `socket.socket = Wrapper`, `setattr(builtins, 'open', f)`), also through a name bound
+/// to it (`aliases`): the replacement runs whenever the program calls it.
+fn scan_patches(s: &str, aliases: &HashSet<String>, out: &mut Vec<Finding>) {
     let bytes = s.as_bytes();
+    let patchable = |name: &str| PATCHABLE.contains(&name) || aliases.contains(name);
     for (pos, tok) in tokens(s) {
-        if !PATCHABLE.contains(&tok) {
+        if !patchable(tok) {
             continue;
         }
         let before = bytes[..pos].last().copied();
@@ -406,7 +459,7 @@ fn scan_patches(s: &str, out: &mut Vec<Finding>) {
             .unwrap_or_default()
             .trim_matches(|c| c == '\'' || c == '"');
         let code = head != "sys" || (target == "sys" && SYS_CODE.contains(&attr));
-        if PATCHABLE.contains(&head) && code && !before_is_name(s, pos) {
+        if patchable(head) && code && !before_is_name(s, pos) {
             out.push(Finding::new(Planted, format!("setattr({target},")));
             return;
         }
@@ -484,6 +537,10 @@ fn encoded_blob(text: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scan_line(text: &str, length: usize) -> Vec<Finding> {
+        Scanner::default().line(text, length)
+    }
 
     fn kinds(line: &str) -> Vec<FindingKind> {
         scan_line(line, line.len())

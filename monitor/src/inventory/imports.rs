@@ -18,7 +18,7 @@ use std::{
 
 use super::{
     READ_CAP,
-    findings::{FindingKind, scan_line},
+    findings::{FindingKind, Scanner},
     pth::split_lines,
     record,
     rooted::Root,
@@ -104,10 +104,17 @@ struct Wanted {
 /// `monitor_common::hook_flags`: `DEFERS` when they may defer work to the interpreter's
 /// exit (or cannot be read), `DEFERS | PLANTS` when they plant code in the program. `root`
 /// is where in-root paths are read.
+///
+/// `installed_apart(top)` says whether the top-level module `top` was installed by another
+/// distribution than the hook's. Such a library (`six`, `click`, `rich`) holds code that
+/// installs hooks when asked to, as libraries do; what it plants is not the hook's doing,
+/// so it counts as deferring only. The hook's own package, and loose modules beside it,
+/// count in full.
 pub(crate) fn imports_flags<'a>(
     root: &Root,
     dir: &Path,
     lines: impl IntoIterator<Item = &'a str>,
+    installed_apart: &mut dyn FnMut(&str) -> bool,
 ) -> u32 {
     use monitor_common::hook_flags::{DEFERS, PLANTS};
     let mut flags = 0;
@@ -154,10 +161,13 @@ pub(crate) fn imports_flags<'a>(
                 .map(|(p, _)| p.to_owned())
                 .unwrap_or_default()
         };
+        let apart = installed_apart(top);
+        let mut scanner = Scanner::default();
         for raw in split_lines(&text) {
             let line = String::from_utf8_lossy(raw.bytes);
-            for f in scan_line(&line, raw.bytes.len()) {
-                flags |= flags_of(f.kind);
+            for f in scanner.line(&line, raw.bytes.len()) {
+                let found = flags_of(f.kind);
+                flags |= if apart { found & !PLANTS } else { found };
             }
             if flags & PLANTS != 0 {
                 return flags;

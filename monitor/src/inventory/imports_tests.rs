@@ -22,7 +22,17 @@ impl Site {
     }
 
     fn flags(&self, hook: &str) -> u32 {
-        imports_flags(&Root::new(&self.0), Path::new("/site"), hook.lines())
+        self.flags_apart(hook, &[])
+    }
+
+    /// `flags` with the top-level modules in `apart` installed by another distribution.
+    fn flags_apart(&self, hook: &str, apart: &[&str]) -> u32 {
+        imports_flags(
+            &Root::new(&self.0),
+            Path::new("/site"),
+            hook.lines(),
+            &mut |top| apart.contains(&top),
+        )
     }
 
     /// Whether a hook in the site dir whose executable text is `hook` may defer.
@@ -180,6 +190,18 @@ atexit.register(print)
     assert!(site.plants("import both"));
     // Data attributes of sys are not code.
     assert!(!site.defers("import settings"));
+    // A library another distribution installed plants when asked to: that defers only.
+    let flags = site.flags_apart("import finder", &["finder"]);
+    assert_eq!(flags, monitor_common::hook_flags::DEFERS);
+    // ... but the hook's own modules importing it still plant themselves.
+    site.write(
+        "own.py",
+        "import finder, builtins\nbuiltins.input = print\n",
+    );
+    assert_ne!(
+        site.flags_apart("import own", &["finder"]) & monitor_common::hook_flags::PLANTS,
+        0
+    );
 }
 
 #[test]

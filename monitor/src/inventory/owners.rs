@@ -35,6 +35,8 @@ impl Owner {
 #[derive(Debug, Default)]
 pub(crate) struct OwnerIndex {
     files: HashMap<PathBuf, Owner>,
+    /// (site dir, top-level module or package name) -> the distribution that installed it.
+    tops: HashMap<(PathBuf, String), Owner>,
     indexed: HashSet<PathBuf>,
     /// Records that exist but could not be read, each a message for the inventory.
     pub errors: Vec<String>,
@@ -54,6 +56,18 @@ impl OwnerIndex {
         self.files.get(&normalize(hook))
     }
 
+    /// The distribution that installed the top-level module or package `top` in
+    /// `site_dir` (an in-root path), by its record.
+    pub(crate) fn module_owner(
+        &mut self,
+        root: &Root,
+        site_dir: &Path,
+        top: &str,
+    ) -> Option<&Owner> {
+        self.index_site_dir(root, site_dir);
+        self.tops.get(&(normalize(site_dir), top.to_owned()))
+    }
+
     /// Reads every record in `site_dir` (once).
     pub(crate) fn index_site_dir(&mut self, root: &Root, site_dir: &Path) {
         if !self.indexed.insert(site_dir.to_owned()) {
@@ -67,11 +81,14 @@ impl OwnerIndex {
             let name = name.to_string_lossy();
             let meta_dir = site_dir.join(entry.file_name());
             if let Some(stem) = name.strip_suffix(".dist-info") {
-                self.index_record(root, site_dir, &meta_dir, stem, "RECORD", "METADATA");
+                self.index_record(
+                    root, site_dir, site_dir, &meta_dir, stem, "RECORD", "METADATA",
+                );
             } else if let Some(stem) = name.strip_suffix(".egg-info") {
                 // installed-files.txt paths are relative to the egg-info dir itself.
                 self.index_record(
                     root,
+                    site_dir,
                     &meta_dir,
                     &meta_dir,
                     stem,
@@ -82,9 +99,11 @@ impl OwnerIndex {
         }
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one record's coordinates")]
     fn index_record(
         &mut self,
         root: &Root,
+        site_dir: &Path,
         base: &Path,
         meta_dir: &Path,
         stem: &str,
@@ -109,11 +128,38 @@ impl OwnerIndex {
                 continue;
             }
             let path = normalize(&base.join(rel));
+            if let Some(top) = top_level_name(&path, site_dir) {
+                self.tops.insert((normalize(site_dir), top), owner.clone());
+            }
             if is_hook_name(&path) {
                 self.files.insert(path, owner.clone());
             }
         }
     }
+}
+
+/// The top-level module or package a recorded file (normalised, in-root) belongs to, when
+/// it is inside `site_dir`: `six.py` is `six`, `click/core.py` is `click`. Metadata,
+/// caches and scripts are not modules.
+fn top_level_name(path: &Path, site_dir: &Path) -> Option<String> {
+    let rel = path.strip_prefix(normalize(site_dir)).ok()?;
+    let mut parts = rel.components();
+    let first = parts.next()?.as_os_str().to_str()?;
+    let nested = parts.next().is_some();
+    let name = if nested {
+        first
+    } else {
+        first.strip_suffix(".py").or_else(|| {
+            first
+                .split_once('.')
+                .filter(|(_, ext)| ext.ends_with("so"))
+                .map(|(n, _)| n)
+        })?
+    };
+    let module = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    module.then(|| name.to_owned())
 }
 
 /// Name and version from the metadata headers, else from the directory name
@@ -222,7 +268,7 @@ mod tests {
         .unwrap();
         fs::write(
             info.join("RECORD"),
-            "foo.pth,sha256=x,1\nfoo/__init__.py,,\n../../../etc/x.pth,,\n",
+            "foo.pth,sha256=x,1\nfoo/__init__.py,,\n../../../etc/x.pth,,\nfoo_util.py,,\n_foo.cpython-311-x86_64-linux-gnu.so,,\nFoo_Bar-2.0.dist-info/RECORD,,\n../../../bin/foo,,\n",
         )
         .unwrap();
         fs::write(
@@ -240,6 +286,14 @@ mod tests {
         assert!(owner.editable);
         assert!(index.owner_of(&root, &site.join("other.pth")).is_none());
         assert!(index.files.contains_key(&dir.join("etc/x.pth")));
+        // Top-level modules and packages, by name; metadata and scripts are none.
+        for top in ["foo", "foo_util", "_foo"] {
+            let o = index.module_owner(&root, &site, top).map(Owner::label);
+            assert_eq!(o.as_deref(), Some("foo-bar==2.0.1"), "{top}");
+        }
+        for other in ["Foo_Bar-2", "bin", "six"] {
+            assert!(index.module_owner(&root, &site, other).is_none(), "{other}");
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

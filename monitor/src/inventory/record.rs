@@ -118,7 +118,18 @@ pub(crate) fn read_hook_in(
                 .filter(|l| kind.is_source() || is_exec(l.bytes))
                 .map(|l| String::from_utf8_lossy(l.bytes).into_owned())
                 .collect();
-            imports::imports_flags(root, dir, lines.iter().map(String::as_str))
+            let hook_owner = owner.as_ref().map(|o| o.name.clone());
+            let mut installed_apart = |top: &str| {
+                owners
+                    .module_owner(root, dir, top)
+                    .is_some_and(|o| Some(&o.name) != hook_owner.as_ref())
+            };
+            imports::imports_flags(
+                root,
+                dir,
+                lines.iter().map(String::as_str),
+                &mut installed_apart,
+            )
         }
         _ => 0,
     };
