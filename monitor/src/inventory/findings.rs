@@ -175,14 +175,18 @@ const HIDDEN_IMPORTS: &[&str] = &[
     "importlib", "pty", "runpy", "os",
 ];
 
-
 /// Scans the lines of one file in order, remembering the names its imports bind to the
 /// modules every program uses (`import builtins as b`, `from requests import Session`), so
 /// that replacing an attribute through such a name is seen as patching that module.
 #[derive(Default)]
 pub(crate) struct Scanner {
     aliases: HashSet<String>,
+    /// How many encodings deep this scanner reads (decoded text is scanned by a deeper one).
+    depth: u8,
 }
+
+/// Encodings undone inside each other before what is left counts as hidden.
+const MAX_DEPTH: u8 = 3;
 
 impl Scanner {
     /// Every risky construct in the file's next executable line (or source line).
@@ -197,10 +201,40 @@ impl Scanner {
         scan_patches(&squashed, &self.aliases, &mut out);
         scan_escapes(&squashed, &mut out);
         scan_shape(text, length, &mut out);
+        self.scan_decoded(text, &mut out);
         let mut seen = HashSet::new();
         out.retain(|f| seen.insert((f.kind, f.matched.clone())));
         out.truncate(MAX_PER_LINE);
         out
+    }
+
+    /// What the encoded literals of `text` say once decoded (`unhide`), as findings of
+    /// their own marked `decoded`: first what they plant or defer, which the kernel must
+    /// know, then the rest.
+    fn scan_decoded(&self, text: &str, out: &mut Vec<Finding>) {
+        if self.depth >= MAX_DEPTH {
+            return;
+        }
+        let mut found = Vec::new();
+        for code in super::unhide::revealed(text) {
+            let mut inner = Self {
+                depth: self.depth + 1,
+                ..Self::default()
+            };
+            for line in code.lines() {
+                found.extend(inner.line(line, line.len()));
+            }
+        }
+        found.sort_by_key(|f| match f.kind {
+            Planted => 0,
+            Deferred => 1,
+            _ => 2,
+        });
+        out.extend(
+            found
+                .into_iter()
+                .map(|f| Finding::new(f.kind, format!("decoded {}", f.matched))),
+        );
     }
 
     /// Records the names `s` (squashed) binds to a patchable module or to a name of one.

@@ -30,6 +30,7 @@ mod record;
 mod render;
 mod rooted;
 mod text;
+mod unhide;
 
 use std::path::PathBuf;
 
