@@ -256,9 +256,9 @@ pub mod hook_class {
 
 /// `HookInfo::flags`.
 pub mod hook_flags {
-    /// The hook's code is hidden (decoded or unpacked, then run) or registers code to run
-    /// later (exit handlers, signal handlers, tracing or import hooks): the interpreter's
-    /// exit handlers are run on its lineage's behalf.
+    /// The hook's code is hidden (decoded or unpacked, then run), registers exit handlers,
+    /// or plants code in the program (`PLANTS`): the interpreter's exit handlers are run on
+    /// its lineage's behalf.
     pub const DEFERS: u32 = 1 << 0;
     /// The hook plants code that runs while the program runs, on the program's own
     /// threads: import, tracing, audit or signal hooks, exception and display hooks, or a

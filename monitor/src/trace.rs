@@ -27,6 +27,7 @@ const PROC_FLAGS: &[(u32, &str)] = &[
     (proc_flags::BY_NAME, "by_name"),
     (proc_flags::BY_INODE, "by_inode"),
     (proc_flags::BY_BEHAVIOUR, "by_behaviour"),
+    (proc_flags::PLANTED, "planted"),
 ];
 
 const OPEN_MATCH: &[(u32, &str)] = &[

@@ -1,6 +1,6 @@
 //! The end of interpreter start-up: CPython calls `Py_RunMain` once `site` (and with it
 //! every startup hook) has run. From here on the interpreter's main thread runs the
-//! program the user asked for, which is never blamed on a hook, until the program is over:
+//! program the user asked for, which is not blamed on a hook, until the program is over:
 //! `Py_FinalizeEx` then runs the exit handlers (`atexit`), which a hook may have
 //! registered, so the main thread acts for the process's hook lineage again. A hook that
 //! planted code in the program itself (import, tracing or signal hooks, a replaced
