@@ -5,7 +5,7 @@ use aya_ebpf::{
 };
 use monitor_common::{FileKey, HookInfo, KernelConfig, LineageState, NameKey, ProcState, counter};
 
-use crate::{emit::SCRATCH_CAP, kernel::Walk};
+use crate::{emit::SCRATCH_CAP, kernel::Walk, probes::open::NameScan};
 
 /// Events for userspace. Sized by the loader (default 8 MiB).
 #[map(name = "EVENTS")]
@@ -110,3 +110,7 @@ pub fn config() -> KernelConfig {
 /// Per-CPU state of the path walk (see `kernel::file_path`).
 #[map(name = "WALK")]
 pub static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU state of a name scan (see `probes::open::name_hash_at`).
+#[map(name = "NAME_SCAN")]
+pub static NAME_SCAN: PerCpuArray<NameScan> = PerCpuArray::with_max_entries(1, 0);

@@ -9,8 +9,13 @@
 //! are handed the `struct file` itself and also see opens no syscall makes (io_uring
 //! requests on the submitter or an `iou-wrk` thread, the kernel opening an executable).
 //! Exactly one of the three is attached: each open is one event.
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, generated::bpf_get_smp_processor_id},
+    helpers::{
+        bpf_get_current_task,
+        generated::{bpf_get_smp_processor_id, bpf_loop},
+    },
     macros::{fentry, kprobe, lsm, tracepoint},
     programs::{FEntryContext, LsmContext, ProbeContext, TracePointContext},
 };
@@ -22,7 +27,7 @@ use monitor_common::{
 use crate::{
     emit::{header, scratch, send_scratch},
     kernel::{Kptr, PathOut, file_facts, file_of_fd, file_path, offsets, opaque},
-    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, WRITTEN, config},
+    maps::{CRED_NAMES, CREDS, HOOKS, LINEAGES, NAME_SCAN, SCRATCH, WRITTEN, config},
     state::{acting_lineage, current_ids, enforce_kill, mark_lineage, new_lineage_id, proc_mut},
 };
 
@@ -258,8 +263,8 @@ fn try_open(st: &mut ProcState, ids: u64, file: Kptr, fd_source: u64) -> Result<
         if CREDS.get_ptr(&key).is_some() {
             matched |= open_match::CRED_INODE;
         } else {
-            let leaf = name_hash_at(buf, 0, path.leaf_len);
-            let parent = name_hash_at(buf, path.leaf_len, path.parent_len);
+            let leaf = name_hash_at(0, path.leaf_len);
+            let parent = name_hash_at(path.leaf_len, path.parent_len);
             if CRED_NAMES
                 .get_ptr(&NameKey { name: leaf, parent })
                 .is_some()
@@ -378,23 +383,59 @@ fn reentry(id: u64, key: FileKey) -> u32 {
 const FNV_OFFSET: u32 = 0x811c_9dc5;
 const FNV_PRIME: u32 = 0x0100_0193;
 
-/// `monitor_common::name_hash` of the component at `off` (length with its NUL) of the
-/// path just written to the scratch area `buf`, for the credential-name lookup. A bounded
-/// loop over the bytes in place: no helper call or map lookup per byte.
-#[inline(always)]
-fn name_hash_at(buf: *const u8, off: u32, len_with_nul: u32) -> u32 {
-    let len = len_with_nul.saturating_sub(1) as usize;
-    let base = opaque(off as usize);
-    let mut hash = FNV_OFFSET;
-    let mut i = 0;
-    while i < NAME_HASH_MAX && i < len {
-        let pos = (base + i) & (PATH_BUF_LEN - 1);
-        // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
-        let b = unsafe { *buf.add(PATH_OFFSET + pos) };
-        hash = (hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
-        i += 1;
+/// What the kernel learns about one path component by scanning it once: its name hash (as
+/// `monitor_common::name_hash`), which the credential-name lookup needs. The scan runs in a
+/// `bpf_loop` callback so the verifier checks one step: a loop over the bytes inline gave it
+/// one path per possible name length to carry through the rest of the program, and each
+/// load of the open program took 0.3 s.
+#[repr(C)]
+pub struct NameScan {
+    start: u64,
+    len: u64,
+    hash: u32,
+}
+
+extern "C" fn scan_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU map value, set up by `name_hash_at` on this CPU.
+    let sc = unsafe { &mut *sp };
+    if index >= sc.len || index >= NAME_HASH_MAX as u64 {
+        return 1;
     }
-    hash
+    let Some(buf) = SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let pos = opaque((sc.start + index) as usize) & (PATH_BUF_LEN - 1);
+    // SAFETY: PATH_OFFSET + pos < PATH_OFFSET + PATH_BUF_LEN, inside the scratch value.
+    let b = unsafe { *buf.cast::<u8>().add(PATH_OFFSET + pos) };
+    sc.hash = (sc.hash ^ u32::from(b)).wrapping_mul(FNV_PRIME);
+    0
+}
+
+/// `monitor_common::name_hash` of the component at `off` (length with its NUL) of the
+/// path just written to the scratch area, for the credential-name lookup.
+#[inline(always)]
+fn name_hash_at(off: u32, len_with_nul: u32) -> u32 {
+    let Some(sp) = NAME_SCAN.get_ptr_mut(0) else {
+        return FNV_OFFSET;
+    };
+    // SAFETY: per-CPU map value; the callback is the only other user, on this CPU.
+    unsafe {
+        *sp = NameScan {
+            start: u64::from(off),
+            len: u64::from(len_with_nul.saturating_sub(1)),
+            hash: FNV_OFFSET,
+        };
+        bpf_loop(
+            NAME_HASH_MAX as u32,
+            scan_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+        (*sp).hash
+    }
 }
 
 /// One component of the path just written to the scratch area, for the start-up checks:
