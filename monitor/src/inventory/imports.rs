@@ -17,7 +17,7 @@ use std::{
 };
 
 use super::{
-    READ_CAP,
+    READ_CAP, classify,
     findings::{FindingKind, Scanner},
     pth::split_lines,
     record,
@@ -75,21 +75,18 @@ const STDLIB: &[&str] = &[
     "xml", "xmlrpc", "zipapp", "zipfile", "zipimport", "zlib", "zoneinfo",
 ];
 
-/// The `monitor_common::hook_flags` a finding in imported code calls for: planting code
-/// in the program (import, tracing, signal hooks, a replaced builtin), registering exit
-/// handlers, or hiding what it runs.
+/// The `monitor_common::hook_flags` a finding in imported code calls for: what it would
+/// call for in a hook's own text (`classify::hook_flags`), and `DEFERS` too for code run
+/// from strings or spelled in look-alike letters, which in an imported module nobody
+/// reads at a glance.
 fn flags_of(kind: FindingKind) -> u32 {
-    use monitor_common::hook_flags::{DEFERS, PLANTS};
-    match kind {
-        FindingKind::Planted => DEFERS | PLANTS,
-        FindingKind::Deferred
-        | FindingKind::DynamicCode
-        | FindingKind::Decoding
-        | FindingKind::EncodedBlob
-        | FindingKind::OpaqueCode
-        | FindingKind::NonAscii => DEFERS,
-        _ => 0,
-    }
+    let hidden = matches!(kind, FindingKind::DynamicCode | FindingKind::NonAscii);
+    classify::hook_flags(kind)
+        | if hidden {
+            monitor_common::hook_flags::DEFERS
+        } else {
+            0
+        }
 }
 
 /// One module to look at: its dotted name (relative names are resolved before they are

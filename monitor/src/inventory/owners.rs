@@ -122,14 +122,15 @@ impl OwnerIndex {
             }
         };
         let owner = read_owner(&host_meta, stem, metadata);
+        let site = normalize(site_dir);
         for line in text.lines() {
             let rel = first_csv_field(line);
             if rel.is_empty() {
                 continue;
             }
             let path = normalize(&base.join(rel));
-            if let Some(top) = top_level_name(&path, site_dir) {
-                self.tops.insert((normalize(site_dir), top), owner.clone());
+            if let Some(top) = top_level_name(&path, &site) {
+                self.tops.insert((site.clone(), top), owner.clone());
             }
             if is_hook_name(&path) {
                 self.files.insert(path, owner.clone());
@@ -139,10 +140,10 @@ impl OwnerIndex {
 }
 
 /// The top-level module or package a recorded file (normalised, in-root) belongs to, when
-/// it is inside `site_dir`: `six.py` is `six`, `click/core.py` is `click`. Metadata,
+/// it is inside `site_dir` (normalised): `six.py` is `six`, `click/core.py` is `click`. Metadata,
 /// caches and scripts are not modules.
 fn top_level_name(path: &Path, site_dir: &Path) -> Option<String> {
-    let rel = path.strip_prefix(normalize(site_dir)).ok()?;
+    let rel = path.strip_prefix(site_dir).ok()?;
     let mut parts = rel.components();
     let first = parts.next()?.as_os_str().to_str()?;
     let nested = parts.next().is_some();
